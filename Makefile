@@ -1,0 +1,40 @@
+# `make demo` and `make test` each create .venv when it is missing and install what they need.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+JOBS ?= 2
+
+.PHONY: demo test lint unit notebooks docs bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(VENV)/.demo-installed: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e ".[data]"
+	touch $@
+
+$(VENV)/.dev-installed: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@ $(VENV)/.demo-installed
+
+demo: $(VENV)/.demo-installed
+	$(PY) -m nnfun.examples.mnist1d
+
+lint: $(VENV)/.dev-installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+unit: $(VENV)/.dev-installed
+	$(PY) -m pytest -q -n $(JOBS) --durations=15
+
+test: lint unit
+
+docs: $(VENV)/.dev-installed
+	$(PY) -m pdoc nnfun -o docs/api
+
+bench: $(VENV)/.dev-installed
+	$(PY) benchmarks/overhead.py
+
+clean:
+	rm -rf $(VENV) docs/api .pytest_cache .ruff_cache

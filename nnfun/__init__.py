@@ -1,0 +1,33 @@
+"""nnfun: functional neural networks on JAX.
+
+A model is a frozen dataclass of hyperparameters; its parameters are a plain
+pytree you hold; ``init`` and ``apply`` are pure functions.
+"""
+
+from .core import ACTIVATIONS as ACTIVATIONS
+from .core import INITIALIZERS as INITIALIZERS
+from .core import Activation as Activation
+from .core import Branch as Branch
+from .core import FunctionLayer as FunctionLayer
+from .core import Lambda as Lambda
+from .core import Layer as Layer
+from .core import LayerError as LayerError
+from .core import Parallel as Parallel
+from .core import Residual as Residual
+from .core import Sequential as Sequential
+from .core import Summary as Summary
+from .core import count_params as count_params
+from .core import flatten_params as flatten_params
+from .core import from_config as from_config
+from .core import get_initializer as get_initializer
+from .core import init_shapes as init_shapes
+from .core import labels as labels
+from .core import summary as summary
+from .core import to_config as to_config
+from .core import unflatten_params as unflatten_params
+from .layers import Dense as Dense
+from .layers import Dropout as Dropout
+from .layers import Flatten as Flatten
+from .layers import Reshape as Reshape
+
+__version__ = "0.1.0"

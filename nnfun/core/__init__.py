@@ -1,0 +1,31 @@
+"""The layer contract, combinators, parameter tools and configs."""
+
+from ._combinators import ACTIVATIONS as ACTIVATIONS
+from ._combinators import Activation as Activation
+from ._combinators import Branch as Branch
+from ._combinators import FunctionLayer as FunctionLayer
+from ._combinators import Lambda as Lambda
+from ._combinators import Parallel as Parallel
+from ._combinators import Residual as Residual
+from ._combinators import Sequential as Sequential
+from ._combinators import as_layer as as_layer
+from ._config import from_config as from_config
+from ._config import to_config as to_config
+from ._initializers import INITIALIZERS as INITIALIZERS
+from ._initializers import get_initializer as get_initializer
+from ._layer import Layer as Layer
+from ._layer import LayerError as LayerError
+from ._layer import apply_child as apply_child
+from ._layer import child_key as child_key
+from ._layer import init_child as init_child
+from ._layer import init_shapes as init_shapes
+from ._layer import layer_error as layer_error
+from ._layer import output_spec as output_spec
+from ._layer import require_key as require_key
+from ._layer import spec_of as spec_of
+from ._params import count_params as count_params
+from ._params import flatten_params as flatten_params
+from ._params import labels as labels
+from ._params import unflatten_params as unflatten_params
+from ._summary import Summary as Summary
+from ._summary import summary as summary
