@@ -27,7 +27,11 @@ from .core import to_config as to_config
 from .core import unflatten_params as unflatten_params
 from .layers import Dense as Dense
 from .layers import Dropout as Dropout
+from .layers import Embedding as Embedding
 from .layers import Flatten as Flatten
+from .layers import GroupNorm as GroupNorm
+from .layers import LayerNorm as LayerNorm
 from .layers import Reshape as Reshape
+from .layers import RMSNorm as RMSNorm
 
 __version__ = "0.1.0"

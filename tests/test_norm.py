@@ -1,0 +1,147 @@
+"""LayerNorm, RMSNorm and GroupNorm against NumPy references."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import nnfun as nf
+from nnfun.testing import check_layer
+
+
+def _random(shape, seed=0):
+    return np.random.default_rng(seed).normal(size=shape).astype(np.float32)
+
+
+def _init_random_affine(layer, x, key):
+    """Init, then replace scale/bias by random values so the affine part is tested too."""
+    params, state = layer.init(key, x)
+    params = {k: _random(v.shape, seed=i + 7) for i, (k, v) in enumerate(params.items())}
+    return params, state
+
+
+def _numpy_layer_norm(x, scale, bias, eps, axes):
+    mean = x.mean(axis=axes, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
+    return (x - mean) / np.sqrt(var + eps) * scale + bias
+
+
+@pytest.mark.parametrize(("shape", "axis"), [((3, 5), -1), ((2, 4, 6), -1), ((2, 3, 4), (-2, -1))])
+def test_layer_norm_matches_numpy(shape, axis, key):
+    x = _random(shape)
+    layer = nf.LayerNorm(axis=axis)
+    params, state = _init_random_affine(layer, x, key)
+    y, new_state = layer.apply(params, state, x)
+    axes = (axis,) if isinstance(axis, int) else axis
+    bshape = tuple(shape[a] if a - len(shape) in axes else 1 for a in range(len(shape)))
+    expected = _numpy_layer_norm(
+        x, params["scale"].reshape(bshape), params["bias"].reshape(bshape), 1e-5, axes
+    )
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+    assert new_state == {}
+
+
+def test_layer_norm_options(key):
+    x = _random((2, 3))
+    params, _ = nf.LayerNorm(use_scale=False, use_bias=False).init(key, x)
+    assert params == {}
+    y, _ = nf.LayerNorm(use_scale=False, use_bias=False).apply(params, {}, x)
+    np.testing.assert_allclose(y, _numpy_layer_norm(x, 1.0, 0.0, 1e-5, (-1,)), rtol=1e-5, atol=1e-5)
+    assert set(nf.LayerNorm().init(key, x)[0]) == {"scale", "bias"}
+
+
+def test_rms_norm_matches_numpy(key):
+    x = _random((4, 6))
+    layer = nf.RMSNorm(use_bias=True)
+    params, state = _init_random_affine(layer, x, key)
+    y, _ = layer.apply(params, state, x)
+    rms = np.sqrt((x**2).mean(axis=-1, keepdims=True) + 1e-6)
+    expected = x / rms * params["scale"][None, :] + params["bias"][None, :]
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+    assert set(nf.RMSNorm().init(key, x)[0]) == {"scale"}
+
+
+@pytest.mark.parametrize(("shape", "groups"), [((2, 6), 3), ((2, 5, 4), 2), ((2, 3, 3, 6), 6)])
+def test_group_norm_matches_numpy(shape, groups, key):
+    x = _random(shape)
+    layer = nf.GroupNorm(groups)
+    params, state = _init_random_affine(layer, x, key)
+    y, _ = layer.apply(params, state, x)
+    expected = np.empty_like(x)
+    size = shape[-1] // groups
+    for b in range(shape[0]):
+        for g in range(groups):
+            block = x[b, ..., g * size : (g + 1) * size]
+            normed = (block - block.mean()) / np.sqrt(block.var() + 1e-5)
+            expected[b, ..., g * size : (g + 1) * size] = normed
+    expected = expected * params["scale"] + params["bias"]
+    np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("layer", "shape"),
+    [
+        (nf.LayerNorm(), (3, 4)),
+        (nf.LayerNorm(axis=(-2, -1)), (2, 3, 4)),
+        (nf.RMSNorm(), (3, 4)),
+        (nf.GroupNorm(2), (2, 3, 4)),
+    ],
+)
+def test_conformance(layer, shape, key):
+    check_layer(layer, jnp.asarray(_random(shape)), key=key)
+
+
+def test_bfloat16_keeps_dtype(key):
+    x = jnp.asarray(_random((2, 8)), jnp.bfloat16)
+    params, state = nf.LayerNorm().init(key, x)
+    assert nf.LayerNorm().apply(params, state, x)[0].dtype == jnp.bfloat16
+
+
+def test_hyperparameter_errors():
+    with pytest.raises(ValueError, match="negative int"):
+        nf.LayerNorm(axis=1)
+    with pytest.raises(ValueError, match="distinct"):
+        nf.RMSNorm(axis=(-1, -1))
+    with pytest.raises(ValueError, match="epsilon"):
+        nf.LayerNorm(epsilon=0.0)
+    with pytest.raises(ValueError, match="num_groups"):
+        nf.GroupNorm(0)
+    assert hash(nf.LayerNorm(axis=[-1, -2])) == hash(nf.LayerNorm(axis=(-2, -1)))
+
+
+def test_group_norm_groups_must_divide_channels(key):
+    model = nf.Sequential({"block": nf.Sequential([nf.GroupNorm(4)])})
+    with pytest.raises(nf.LayerError, match=r"block/0.*num_groups=4 must divide.*got 6 channels"):
+        model.init(key, jnp.zeros((2, 3, 6)))
+    params, _ = nf.GroupNorm(4).init(key, jnp.zeros((2, 8)))
+    with pytest.raises(nf.LayerError, match="GroupNorm at '<root>'.*must divide"):
+        nf.GroupNorm(4).apply(params, {}, jnp.zeros((2, 6)))
+    with pytest.raises(nf.LayerError, match="expected \\(batch, ..., channels\\)"):
+        nf.GroupNorm(1).init(key, jnp.zeros((6,)))
+
+
+def test_feature_mismatch_at_apply_names_path(key):
+    model = nf.Sequential({"norm": nf.LayerNorm()})
+    params, state = model.init(key, jnp.zeros((2, 4)))
+    with pytest.raises(nf.LayerError, match=r"LayerNorm at 'norm'.*sizes \(4,\).*\(2, 5\)"):
+        model.apply(params, state, jnp.zeros((2, 5)))
+    with pytest.raises(nf.LayerError, match="only 1 axes"):
+        nf.LayerNorm(axis=(-2, -1)).init(key, jnp.zeros((4,)))
+    params, _ = nf.GroupNorm(2).init(key, jnp.zeros((2, 4)))
+    with pytest.raises(nf.LayerError, match="expected 4 channels"):
+        nf.GroupNorm(2).apply(params, {}, jnp.zeros((2, 6)))
+
+
+def test_jit_and_grad_compose(key):
+    x = jnp.asarray(_random((3, 4)))
+    params, state = nf.LayerNorm().init(key, x)
+
+    def loss(p):
+        return jnp.sum(nf.LayerNorm().apply(p, state, x)[0] ** 2)
+
+    grads = jax.jit(jax.grad(loss))(params)
+    # sum(y^2) with y = n * scale + bias, scale = 1, bias = 0 at init:
+    # d/dbias = 2 * sum_rows(n), d/dscale = 2 * sum_rows(n^2).
+    n = _numpy_layer_norm(np.asarray(x), 1.0, 0.0, 1e-5, (-1,))
+    np.testing.assert_allclose(grads["bias"], 2 * n.sum(0), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(grads["scale"], 2 * (n**2).sum(0), rtol=1e-4, atol=1e-4)
