@@ -66,10 +66,15 @@ def check_gradients(
     key: jax.Array,
     train: bool = False,
     wrt_input: bool = True,
-    atol=1e-3,
-    rtol=1e-3,
+    modes: tuple[str, ...] = ("rev",),
+    atol=1e-5,
+    rtol=1e-5,
 ) -> None:
-    """Reverse- and forward-mode derivatives agree with finite differences, in float64."""
+    """Derivatives agree with finite differences, in float64.
+
+    float64 because in float32 finite differences miss a 0.1% gradient error.
+    ``modes=("rev", "fwd")`` adds forward mode, which a ``jax.custom_vjp`` lacks.
+    """
     params, state = layer.init(key, x)
     with jax.enable_x64(True):
         p64, x64 = _cast(params, jnp.float64), _cast(x, jnp.float64)
@@ -88,7 +93,7 @@ def check_gradients(
             jnp.issubdtype(a.dtype, jnp.floating) for a in jax.tree.leaves(x64)
         )
         if differentiable_x:
-            check_grads(loss, (p64, x64), order=1, modes=("rev", "fwd"), atol=atol, rtol=rtol)
+            check_grads(loss, (p64, x64), order=1, modes=modes, atol=atol, rtol=rtol)
         elif jax.tree.leaves(p64):
             check_grads(
                 lambda p: loss(p, x64), (p64,), order=1, modes=("rev", "fwd"), atol=atol, rtol=rtol

@@ -1,0 +1,34 @@
+"""summary(): per-layer shapes, counts and FLOPs without running the model."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+import nnfun as nf
+
+
+def test_summary_rows_shapes_counts_and_flops():
+    model = nf.Sequential({"hidden": nf.Dense(16), "act": jax.nn.relu, "out": nf.Dense(3)})
+    table = nf.summary(model, jax.ShapeDtypeStruct((4, 8), jnp.float32))
+    rows = {row.path: row for row in table.rows}
+    assert [r.path for r in table.rows] == ["<root>", "hidden", "act", "out"]
+    assert rows["hidden"].output == "(4, 16) float32"
+    assert rows["hidden"].params == 8 * 16 + 16
+    assert table.total_params == 8 * 16 + 16 + 16 * 3 + 3
+    # XLA counts a multiply-add as 2 FLOPs; the bias add adds one per output.
+    assert rows["hidden"].flops == pytest.approx(2 * 4 * 8 * 16 + 4 * 16, rel=0.05)
+    assert rows["out"].flops == pytest.approx(2 * 4 * 16 * 3 + 4 * 3, rel=0.05)
+    text = str(table)
+    assert "hidden" in text and "Dense" in text and "(4, 3) float32" in text
+
+
+def test_summary_nests_paths_parent_first():
+    model = nf.Sequential({"block": nf.Residual(nf.Dense(4))})
+    paths = [r.path for r in nf.summary(model, jnp.zeros((2, 4))).rows]
+    assert paths == ["<root>", "block", "block/layer"]
+
+
+def test_summary_raises_shape_errors_with_path():
+    model = nf.Sequential({"block": nf.Residual(nf.Dense(5))})
+    with pytest.raises(nf.LayerError, match="block"):
+        nf.summary(model, jnp.zeros((2, 4)))
