@@ -1,0 +1,15 @@
+"""Offline datasets and deterministic batching.
+
+MNIST-1D (generated, never downloaded), scikit-learn's digits, English text from
+the standard library for character-level models, and a seeded, resumable batch
+iterator. The dataset packages (``mnist1d``, ``scikit-learn``) are imported only
+when a loader is called: ``pip install "nnfun[data]"``.
+"""
+
+from ._batches import Batches as Batches
+from ._datasets import digits as digits
+from ._datasets import mnist1d as mnist1d
+from ._text import CharTokenizer as CharTokenizer
+from ._text import char_splits as char_splits
+from ._text import pydoc_text as pydoc_text
+from ._text import sequence_batch as sequence_batch

@@ -1,0 +1,143 @@
+"""A seeded, resumable minibatch iterator over a dict of equal-length arrays."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+Batch = dict[str, np.ndarray]
+
+
+def _check_count(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"Batches: {name} must be an int >= {minimum}, got {value!r}")
+
+
+def _as_arrays(data: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], int]:
+    if not isinstance(data, Mapping) or not data:
+        raise ValueError(
+            f"Batches: data must be a non-empty dict of arrays, got {type(data).__name__}"
+        )
+    arrays = {name: np.asarray(value) for name, value in data.items()}
+    scalars = [name for name, array in arrays.items() if array.ndim == 0]
+    if scalars:
+        raise ValueError(f"Batches: arrays need a leading example axis; {scalars} are scalars")
+    lengths = {name: len(array) for name, array in arrays.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(
+            f"Batches: every array needs the same number of examples (leading axis), "
+            f"got lengths {lengths}"
+        )
+    return arrays, next(iter(lengths.values()))
+
+
+class Batches:
+    """Seeded minibatches of a dict of equal-length arrays, epoch after epoch.
+
+    Epoch ``e`` visits the examples in the order of a permutation drawn from
+    ``np.random.default_rng((seed, e))``: it depends only on ``(seed, e)``, never on
+    global RNG state or on what was iterated before. That makes a run resumable:
+    ``iterate(start)`` yields exactly what a fresh ``iterate(0)`` yields from its
+    ``start``-th batch on.
+
+    Args:
+        data: ``{name: array}`` with a common leading (example) axis of length N;
+            NumPy, JAX or nested lists (converted with ``np.asarray``).
+        batch_size: examples per batch B.
+        seed: non-negative int seeding the permutations.
+        shuffle: permute each epoch; with ``False`` every epoch is in data order.
+        drop_remainder: drop the last ``N % B`` examples of an epoch (all batches
+            then have shape B and a jitted step compiles once); with ``False`` the
+            last batch of an epoch is smaller.
+
+    Each batch is ``{name: array[indices]}``, NumPy arrays of shape
+    ``(B, *array.shape[1:])``.
+
+    Raises:
+        ValueError: empty data, arrays of different lengths (the message lists each
+            key's length), a non-positive ``batch_size``, or ``batch_size > N`` with
+            ``drop_remainder=True`` (no batch at all).
+
+    Example:
+        >>> import numpy as np, nnfun.data as nd
+        >>> batches = nd.Batches({"x": np.arange(10), "y": -np.arange(10)}, 4, seed=0)
+        >>> len(batches)
+        2
+        >>> [b["x"].shape for b in batches.epoch(0)]
+        [(4,), (4,)]
+        >>> resumed = next(batches.iterate(start=3))  # epoch 1, batch 1
+        >>> bool((resumed["x"] == list(batches.epoch(1))[1]["x"]).all())
+        True
+    """
+
+    def __init__(
+        self,
+        data: Mapping[str, Any],
+        batch_size: int,
+        *,
+        seed: int = 0,
+        shuffle: bool = True,
+        drop_remainder: bool = True,
+    ):
+        self.data, self.num_examples = _as_arrays(data)
+        _check_count("batch_size", batch_size, 1)
+        _check_count("seed", seed, 0)
+        if drop_remainder and batch_size > self.num_examples:
+            raise ValueError(
+                f"Batches: batch_size={batch_size} is larger than the {self.num_examples} "
+                f"examples, so drop_remainder=True leaves no batch. Fix: a smaller batch_size "
+                f"or drop_remainder=False."
+            )
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.shuffle = shuffle
+        self.drop_remainder = drop_remainder
+
+    def __len__(self) -> int:
+        """Batches per epoch."""
+        whole, remainder = divmod(self.num_examples, self.batch_size)
+        return whole + int(remainder > 0 and not self.drop_remainder)
+
+    def __repr__(self) -> str:
+        return (
+            f"Batches(num_examples={self.num_examples}, batch_size={self.batch_size}, "
+            f"seed={self.seed}, shuffle={self.shuffle}, drop_remainder={self.drop_remainder})"
+        )
+
+    def order(self, epoch: int) -> np.ndarray:
+        """The example indices of ``epoch`` in visiting order, int ``(N,)``."""
+        _check_count("epoch", epoch, 0)
+        if not self.shuffle:
+            return np.arange(self.num_examples)
+        return np.random.default_rng((self.seed, int(epoch))).permutation(self.num_examples)
+
+    def _batches_of(self, order: np.ndarray, first: int) -> Iterator[Batch]:
+        for i in range(first, len(self)):
+            indices = order[i * self.batch_size : (i + 1) * self.batch_size]
+            yield {name: array[indices] for name, array in self.data.items()}
+
+    def epoch(self, epoch: int) -> Iterator[Batch]:
+        """An iterator over the ``len(self)`` batches of epoch ``epoch`` (0-based)."""
+        return self._batches_of(self.order(epoch), 0)
+
+    def iterate(self, start: int = 0) -> Iterator[Batch]:
+        """An endless iterator over all epochs, from global batch index ``start``.
+
+        Batch ``k`` of the stream is batch ``k % len(self)`` of epoch
+        ``k // len(self)``, so to resume after ``step`` batches, call
+        ``iterate(step)``.
+        """
+        # Validate now, not at the first next(): a generator body runs lazily.
+        _check_count("start", start, 0)
+        return self._stream(*divmod(int(start), len(self)))
+
+    def _stream(self, first_epoch: int, first: int) -> Iterator[Batch]:
+        yield from self._batches_of(self.order(first_epoch), first)
+        for epoch in itertools.count(first_epoch + 1):
+            yield from self._batches_of(self.order(epoch), 0)
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self.iterate(0)
