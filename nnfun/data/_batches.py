@@ -54,7 +54,9 @@ class Batches:
             last batch of an epoch is smaller.
 
     Each batch is ``{name: array[indices]}``, NumPy arrays of shape
-    ``(B, *array.shape[1:])``.
+    ``(B, *array.shape[1:])``. ``iter(batches)`` never ends (it is
+    ``iterate(0)``); take one epoch with ``epoch(e)`` or a number of steps with
+    ``itertools.islice``.
 
     Raises:
         ValueError: empty data, arrays of different lengths (the message lists each

@@ -208,4 +208,4 @@ def sequence_batch(
     rng = np.random.default_rng(rng_or_seed)
     starts = rng.integers(0, len(ids) - seq_len, size=batch_size)
     windows = ids[starts[:, None] + np.arange(seq_len + 1)[None, :]].astype(np.int32)
-    return {"x": windows[:, :-1], "y": windows[:, 1:]}
+    return {"x": np.ascontiguousarray(windows[:, :-1]), "y": np.ascontiguousarray(windows[:, 1:])}
