@@ -25,6 +25,13 @@ from .core import labels as labels
 from .core import summary as summary
 from .core import to_config as to_config
 from .core import unflatten_params as unflatten_params
+from . import checkpoint as checkpoint
+from .checkpoint import load as load
+from .checkpoint import load_model as load_model
+from .checkpoint import save as save
+from .checkpoint import save_model as save_model
+from .layers import Conv as Conv
+from .layers import ConvTranspose as ConvTranspose
 from .layers import Dense as Dense
 from .layers import Dropout as Dropout
 from .layers import Embedding as Embedding
@@ -33,5 +40,17 @@ from .layers import GroupNorm as GroupNorm
 from .layers import LayerNorm as LayerNorm
 from .layers import Reshape as Reshape
 from .layers import RMSNorm as RMSNorm
+from .core._stack import Stack as Stack
+from .layers import GRU as GRU
+from .layers import LSTM as LSTM
+from .layers import RecurrentCell as RecurrentCell
+from .layers import SimpleRNN as SimpleRNN
+from .layers import RNN as RNN
+from .layers import Bidirectional as Bidirectional
+from .layers import MultiHeadAttention as MultiHeadAttention
+from .layers import LearnedPositions as LearnedPositions
+from .layers import RotaryPositions as RotaryPositions
+from .layers import SinusoidalPositions as SinusoidalPositions
+from .layers import TransformerBlock as TransformerBlock
 
 __version__ = "0.1.0"
