@@ -1,5 +1,7 @@
 """The layer catalogue; every name is re-exported from ``nnfun``."""
 
+from ._conv import Conv as Conv
+from ._conv import ConvTranspose as ConvTranspose
 from ._dense import Dense as Dense
 from ._dropout import Dropout as Dropout
 from ._embedding import Embedding as Embedding
@@ -8,3 +10,14 @@ from ._norm import LayerNorm as LayerNorm
 from ._norm import RMSNorm as RMSNorm
 from ._reshape import Flatten as Flatten
 from ._reshape import Reshape as Reshape
+from ._recurrent import GRU as GRU
+from ._recurrent import LSTM as LSTM
+from ._recurrent import RecurrentCell as RecurrentCell
+from ._recurrent import SimpleRNN as SimpleRNN
+from ._rnn import RNN as RNN
+from ._rnn import Bidirectional as Bidirectional
+from ._attention import MultiHeadAttention as MultiHeadAttention
+from ._position import LearnedPositions as LearnedPositions
+from ._position import RotaryPositions as RotaryPositions
+from ._position import SinusoidalPositions as SinusoidalPositions
+from ._transformer import TransformerBlock as TransformerBlock

@@ -1,0 +1,250 @@
+"""Multi-head attention with grouped-query heads, masks, rotary positions and a KV cache."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from ..core._layer import Layer, apply_child, init_child, layer_error, require_key
+from ._dense import Dense
+from ._position import RotaryPositions, _concrete
+
+_CACHE_KEYS = {"key", "value", "index"}
+
+
+def _attend(q, k, v, mask, dropout: float, key) -> jax.Array:
+    """Softmax attention with dropout on the weights; ``q (B,T,H,D)``, ``k, v (B,S,K,D)``."""
+    groups = q.shape[2] // k.shape[2]
+    k, v = jnp.repeat(k, groups, axis=2), jnp.repeat(v, groups, axis=2)
+    logits = jnp.einsum("bthd,bshd->bhts", q, k) / jnp.sqrt(q.shape[-1]).astype(q.dtype)
+    if mask is not None:
+        logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
+    weights = jax.nn.softmax(logits, axis=-1)
+    keep = jax.random.bernoulli(key, 1.0 - dropout, weights.shape)
+    weights = jnp.where(keep, weights / (1.0 - dropout), jnp.zeros_like(weights))
+    return jnp.einsum("bhts,bshd->bthd", weights, v)
+
+
+class MultiHeadAttention(Layer):
+    """Scaled dot-product attention over ``num_heads`` heads, with q/k/v/out projections.
+
+    The input is ``x`` ``(batch, time, features)`` (self-attention) or a dict
+    ``{"query": q, "key": k, "value": v, "mask": m}`` where ``key``, ``value``
+    and ``mask`` are optional (``key`` defaults to ``query``, ``value`` to ``key``).
+    ``mask`` is boolean, True where a query may attend to a key: shape
+    ``(batch, key_time)`` (padding of the keys) or anything broadcastable to
+    ``(batch, heads, query_time, key_time)``.
+
+    Decoding: ``init_cache(params, batch, max_length)`` returns a KV cache; pass it
+    as ``state`` and feed one (or a few) new positions at a time. Each call writes
+    the new keys and values at the cache's ``index`` and attends to everything
+    written so far; the outputs equal those of the full causal forward pass.
+
+    Args:
+        num_heads: query heads.
+        num_kv_heads: key/value heads (grouped-query attention); must divide
+            ``num_heads``. Default ``num_heads``; 1 gives multi-query attention.
+        qkv_features: total query width ``num_heads * head_dim`` (default: the
+            input width); must be divisible by ``num_heads``.
+        out_features: output width (default: the query's input width).
+        use_bias: biases in the four projections.
+        dropout: dropout rate on the attention weights (in training).
+        causal: position ``t`` attends only to positions ``<= t``.
+        rotary: a :class:`RotaryPositions` applied to queries and keys, or None.
+
+    Shapes: ``(batch, time, features) -> (batch, time, out_features)``. Params:
+    ``query``, ``key``, ``value``, ``out``, each ``{"kernel", "bias"}``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, nnfun as nf
+        >>> attn = nf.MultiHeadAttention(num_heads=4, num_kv_heads=2, causal=True)
+        >>> params, state = attn.init(jax.random.key(0), jnp.zeros((2, 5, 16)))
+        >>> params["key"]["kernel"].shape
+        (16, 8)
+        >>> attn.apply(params, state, jnp.ones((2, 5, 16)))[0].shape
+        (2, 5, 16)
+    """
+
+    num_heads: int
+    num_kv_heads: int | None = None
+    qkv_features: int | None = None
+    out_features: int | None = None
+    use_bias: bool = True
+    dropout: float = 0.0
+    causal: bool = False
+    rotary: Any = None
+
+    def __post_init__(self):
+        name = "MultiHeadAttention"
+        if not isinstance(self.num_heads, int) or self.num_heads < 1:
+            raise ValueError(f"{name} num_heads must be a positive int, got {self.num_heads!r}")
+        if self.num_heads % self.kv_heads:
+            raise ValueError(
+                f"{name} num_kv_heads={self.num_kv_heads} must divide num_heads={self.num_heads}"
+            )
+        if self.qkv_features is not None and self.qkv_features % self.num_heads:
+            raise ValueError(
+                f"{name}: num_heads={self.num_heads} does not divide qkv_features="
+                f"{self.qkv_features}; pick a width that is a multiple of the head count"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"{name} dropout must be in [0, 1), got {self.dropout!r}")
+        if self.rotary is not None and not isinstance(self.rotary, RotaryPositions):
+            raise TypeError(f"{name} rotary must be a RotaryPositions or None")
+
+    @property
+    def kv_heads(self) -> int:
+        return self.num_kv_heads or self.num_heads
+
+    def _inputs(self, x) -> tuple[Any, Any, Any, Any]:
+        if not isinstance(x, dict):
+            return x, x, x, None
+        if "query" not in x or set(x) - {"query", "key", "value", "mask"}:
+            raise layer_error(
+                self,
+                f"expected a dict with 'query' and optional 'key', 'value', 'mask'; got "
+                f"{sorted(x)}",
+            )
+        key = x.get("key", x["query"])
+        return x["query"], key, x.get("value", key), x.get("mask")
+
+    def _projections(self, q, k, v) -> dict:
+        for name, a in (("query", q), ("key", k), ("value", v)):
+            if len(a.shape) != 3:
+                raise layer_error(
+                    self, f"expected {name} of shape (batch, time, features), got {a.shape}"
+                )
+        width = self.qkv_features or q.shape[-1]
+        if width % self.num_heads:
+            raise layer_error(
+                self,
+                f"num_heads={self.num_heads} does not divide the attention width {width}. "
+                "Fix: choose num_heads dividing the model width, or set qkv_features.",
+            )
+        kv_width = width // self.num_heads * self.kv_heads
+        return {
+            "query": Dense(width, self.use_bias),
+            "key": Dense(kv_width, self.use_bias),
+            "value": Dense(kv_width, self.use_bias),
+            "out": Dense(self.out_features or q.shape[-1], self.use_bias),
+        }
+
+    def init(self, key, x):
+        q, k, v, mask = self._inputs(x)
+        dense = self._projections(q, k, v)
+        params = {}
+        for name, a in (("query", q), ("key", k), ("value", v)):
+            params[name], _, _ = init_child(name, dense[name], key, a)
+        spec = jax.ShapeDtypeStruct((*q.shape[:2], dense["query"].features), q.dtype)
+        params["out"], _, _ = init_child("out", dense["out"], key, spec)
+        if mask is not None:
+            self._mask(mask, q.shape[0], q.shape[1], k.shape[1])
+        return params, {}
+
+    def _mask(self, mask, batch, q_len, k_len) -> jax.Array:
+        """The user's mask as a ``(batch|1, heads|1, q_len|1, k_len|1)`` boolean array."""
+        if mask.dtype != jnp.bool_:
+            raise layer_error(self, f"expected a boolean mask, got dtype {mask.dtype}")
+        if mask.ndim == 2 and mask.shape in ((batch, k_len), (1, k_len)):
+            return mask[:, None, None, :]
+        target = (batch, self.num_heads, q_len, k_len)
+        ok = mask.ndim == 4 and all(m in (1, t) for m, t in zip(mask.shape, target))
+        if not ok:
+            raise layer_error(
+                self,
+                f"mask of shape {tuple(mask.shape)} does not broadcast to (batch, heads, "
+                f"query_time, key_time) = {target}. Fix: pass (batch, key_time) for padding "
+                "or a 4-D mask such as m[:, None, :, :].",
+            )
+        return mask
+
+    def _project(self, params, name, dense, a, heads, key, train):
+        y, _ = apply_child(name, dense[name], params[name], {}, a, key, train)
+        return y.reshape(*a.shape[:2], heads, -1)
+
+    def apply(self, params, state, x, *, key=None, train=False):
+        q_in, k_in, v_in, mask = self._inputs(x)
+        dense = self._projections(q_in, k_in, v_in)
+        q = self._project(params, "query", dense, q_in, self.num_heads, key, train)
+        k = self._project(params, "key", dense, k_in, self.kv_heads, key, train)
+        v = self._project(params, "value", dense, v_in, self.kv_heads, key, train)
+        batch, q_len, k_len = q.shape[0], q.shape[1], k.shape[1]
+        # While decoding, a mask's key axis spans the whole cache.
+        mask_len = state["key"].shape[1] if state else k_len
+        mask = None if mask is None else self._mask(mask, batch, q_len, mask_len)
+        if state:
+            y, state = self._decode(state, q, k, v, mask, key, train)
+        else:
+            if self.rotary is not None:
+                q = self.rotary.rotate(q, jnp.arange(q_len))
+                k = self.rotary.rotate(k, jnp.arange(k_len))
+            y = self._attention(q, k, v, mask, self.causal, key, train)
+        y = y.reshape(batch, q_len, -1)
+        out, _ = apply_child("out", dense["out"], params["out"], {}, y, key, train)
+        return out, state
+
+    def _attention(self, q, k, v, mask, causal, key, train):
+        if train and self.dropout > 0.0:
+            if causal:
+                tri = jnp.tril(jnp.ones((q.shape[1], k.shape[1]), jnp.bool_))[None, None]
+                mask = tri if mask is None else jnp.logical_and(mask, tri)
+            return _attend(q, k, v, mask, self.dropout, require_key(self, key))
+        return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal)
+
+    def init_cache(self, params: dict, batch_size: int, max_length: int) -> dict:
+        """An empty KV cache for decoding ``batch_size`` sequences of up to ``max_length``.
+
+        Returns:
+            ``{"key": (batch, max_length, kv_heads, head_dim), "value": same,
+            "index": int32 scalar}``: pass it as this layer's ``state``.
+
+        Example:
+            >>> import jax, jax.numpy as jnp, nnfun as nf
+            >>> attn = nf.MultiHeadAttention(num_heads=2, causal=True)
+            >>> params, _ = attn.init(jax.random.key(0), jnp.zeros((1, 4, 8)))
+            >>> cache = attn.init_cache(params, 1, 10)
+            >>> y, cache = attn.apply(params, cache, jnp.ones((1, 3, 8)))
+            >>> cache["key"].shape, int(cache["index"])
+            ((1, 10, 2, 4), 3)
+        """
+        kernel = params["key"]["kernel"]
+        shape = (batch_size, max_length, self.kv_heads, kernel.shape[1] // self.kv_heads)
+        zeros = jnp.zeros(shape, kernel.dtype)
+        return {"key": zeros, "value": zeros, "index": jnp.zeros((), jnp.int32)}
+
+    def _decode(self, cache, q, k, v, mask, key, train):
+        if set(cache) != _CACHE_KEYS:
+            raise layer_error(self, f"expected a KV cache {sorted(_CACHE_KEYS)} as state")
+        index, max_length = cache["index"], cache["key"].shape[1]
+        step = q.shape[1]
+        start = _concrete(index)
+        if start is not None and start + step > max_length:
+            raise layer_error(
+                self,
+                f"the KV cache is full: it holds {max_length} positions, {start} are used "
+                f"and {step} more were given. Fix: init_cache with a larger max_length.",
+            )
+        if k.shape[1] != step:
+            raise layer_error(self, "decoding with a KV cache needs self-attention inputs")
+        positions = index + jnp.arange(step)
+        if self.rotary is not None:
+            q, k = self.rotary.rotate(q, positions), self.rotary.rotate(k, positions)
+        keys = jax.lax.dynamic_update_slice_in_dim(
+            cache["key"], k.astype(cache["key"].dtype), index, 1
+        )
+        values = jax.lax.dynamic_update_slice_in_dim(
+            cache["value"], v.astype(cache["value"].dtype), index, 1
+        )
+        slots = jnp.arange(max_length)
+        visible = slots[None, :] < (index + step)
+        if self.causal:
+            visible = jnp.logical_and(visible, slots[None, :] <= positions[:, None])
+        visible = visible[None, None, :, :]
+        if mask is not None:
+            visible = jnp.logical_and(visible, mask)
+        y = self._attention(q, keys, values, visible, False, key, train)
+        # Past the end, dynamic_update_slice clamps: poison the output rather than lie.
+        y = jnp.where(index + step <= max_length, y, jnp.nan)
+        return y, {"key": keys, "value": values, "index": index + step}

@@ -1,0 +1,205 @@
+"""Position information: sinusoidal and learned absolute encodings, rotary embeddings.
+
+The absolute encodings add a ``(time, features)`` table to ``(batch, time,
+features)`` inputs. For step-by-step decoding the input may be a dict
+``{"inputs": x, "offset": n}``: position ``t`` of ``x`` is then ``n + t``
+(``n`` may be a traced int, e.g. a KV cache's index).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from ..core._initializers import get_initializer
+from ..core._layer import Layer, layer_error
+
+
+def _concrete(value) -> int | None:
+    """The Python int of ``value``, or None while it is traced."""
+    try:
+        return int(value)
+    except (jax.errors.ConcretizationTypeError, jax.errors.TracerIntegerConversionError):
+        return None
+
+
+def _unpack(layer: Layer, x) -> tuple[jax.Array, Any]:
+    if isinstance(x, dict):
+        if set(x) != {"inputs", "offset"}:
+            raise layer_error(layer, f"expected a dict with 'inputs' and 'offset', got {sorted(x)}")
+        x, offset = x["inputs"], x["offset"]
+    else:
+        offset = 0
+    if len(x.shape) != 3:
+        raise layer_error(
+            layer, f"expected inputs (batch, time, features), got shape {tuple(x.shape)}"
+        )
+    return x, offset
+
+
+def _check_length(layer: Layer, length: int, offset, max_length: int | None) -> None:
+    start = _concrete(offset)
+    end = length + (start or 0)
+    if max_length is not None and end > max_length:
+        raise layer_error(
+            layer,
+            f"positions up to {end} requested but the table holds max_length={max_length}. "
+            f"Fix: build the layer with max_length >= {end}, or feed shorter sequences.",
+        )
+
+
+def sinusoidal_table(positions: jax.Array, features: int, base: float = 10000.0) -> jax.Array:
+    """Encodings of ``positions`` (shape ``(time,)``): ``(time, features)``.
+
+    Column ``2i`` is ``sin(p / base**(2i / features))``, column ``2i + 1`` its cosine.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from nnfun.layers._position import sinusoidal_table
+        >>> sinusoidal_table(jnp.arange(2), 4)[0].tolist()
+        [0.0, 1.0, 0.0, 1.0]
+    """
+    half = (features + 1) // 2
+    inv_freq = base ** (-2.0 * jnp.arange(half, dtype=jnp.float32) / features)
+    angles = positions.astype(jnp.float32)[:, None] * inv_freq[None, :]
+    table = jnp.stack([jnp.sin(angles), jnp.cos(angles)], axis=-1).reshape(len(positions), -1)
+    return table[:, :features]
+
+
+class SinusoidalPositions(Layer):
+    """Adds the fixed sine/cosine encodings of "Attention Is All You Need".
+
+    Args:
+        max_length: the longest sequence accepted (positions ``0..max_length-1``).
+        base: the wavelength scale.
+
+    Shapes: ``(batch, time, features) -> (batch, time, features)``; no params.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, nnfun as nf
+        >>> pos = nf.SinusoidalPositions(max_length=16)
+        >>> y, _ = pos.apply({}, {}, jnp.zeros((1, 3, 4)))
+        >>> y[0, 0].tolist()
+        [0.0, 1.0, 0.0, 1.0]
+    """
+
+    max_length: int = 2048
+    base: float = 10000.0
+
+    def init(self, key, x):
+        x, offset = _unpack(self, x)
+        _check_length(self, x.shape[1], offset, self.max_length)
+        return {}, {}
+
+    def apply(self, params, state, x, *, key=None, train=False):
+        x, offset = _unpack(self, x)
+        _check_length(self, x.shape[1], offset, self.max_length)
+        positions = offset + jnp.arange(x.shape[1])
+        table = sinusoidal_table(positions, x.shape[2], self.base).astype(x.dtype)
+        return x + table[None, :, :], state
+
+
+class LearnedPositions(Layer):
+    """Adds a learned vector per absolute position (GPT-2 style).
+
+    Args:
+        max_length: rows of the table: the longest sequence accepted.
+        embedding_init: initializer of the ``(max_length, features)`` table
+            (default ``"normal"``: standard deviation 0.01).
+
+    Shapes: ``(batch, time, features) -> (batch, time, features)``; param
+    ``embedding (max_length, features)``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, nnfun as nf
+        >>> pos = nf.LearnedPositions(max_length=16)
+        >>> params, state = pos.init(jax.random.key(0), jnp.zeros((1, 3, 4)))
+        >>> params["embedding"].shape, pos.apply(params, state, jnp.zeros((2, 3, 4)))[0].shape
+        ((16, 4), (2, 3, 4))
+    """
+
+    max_length: int
+    embedding_init: str | Callable[..., Any] = "normal"
+
+    def __post_init__(self):
+        if not isinstance(self.max_length, int) or self.max_length < 1:
+            raise ValueError(f"LearnedPositions max_length must be >= 1, got {self.max_length!r}")
+        get_initializer(self.embedding_init, "LearnedPositions embedding_init")
+
+    def init(self, key, x):
+        x, offset = _unpack(self, x)
+        _check_length(self, x.shape[1], offset, self.max_length)
+        table = get_initializer(self.embedding_init)(
+            key, (self.max_length, x.shape[2]), jnp.float32
+        )
+        return {"embedding": table}, {}
+
+    def apply(self, params, state, x, *, key=None, train=False):
+        x, offset = _unpack(self, x)
+        table = params["embedding"]
+        _check_length(self, x.shape[1], offset, table.shape[0])
+        if table.shape[1] != x.shape[2]:
+            raise layer_error(
+                self, f"expected features {table.shape[1]} (the table), got {x.shape[2]}"
+            )
+        rows = jax.lax.dynamic_slice_in_dim(table, offset, x.shape[1], axis=0)
+        return x + rows[None, :, :].astype(x.dtype), state
+
+
+class RotaryPositions(Layer):
+    """Rotary position embedding (RoPE) of queries or keys, ``(batch, time, heads, head_dim)``.
+
+    Feature ``i`` and feature ``i + head_dim/2`` form a pair that is rotated by the
+    angle ``p * base**(-2i / head_dim)`` at position ``p``, so the dot product of a
+    rotated query and key depends only on their relative position.
+    :class:`nnfun.MultiHeadAttention` applies it when given ``rotary=``.
+
+    Args:
+        base: the wavelength scale.
+        max_length: if set, the longest sequence accepted.
+
+    Shapes: ``(batch, time, heads, head_dim) -> same``; ``head_dim`` even; no params.
+
+    Example:
+        >>> import jax.numpy as jnp, nnfun as nf
+        >>> x = jnp.ones((1, 3, 2, 4))
+        >>> y, _ = nf.RotaryPositions().apply({}, {}, x)
+        >>> y.shape, y[0, 0].tolist() == x[0, 0].tolist()  # position 0 is not rotated
+        ((1, 3, 2, 4), True)
+    """
+
+    base: float = 10000.0
+    max_length: int | None = None
+
+    def _check(self, x, offset=0):
+        if len(x.shape) != 4 or x.shape[-1] % 2:
+            raise layer_error(
+                self,
+                f"expected (batch, time, heads, head_dim) with an even head_dim, got shape "
+                f"{tuple(x.shape)}",
+            )
+        _check_length(self, x.shape[1], offset, self.max_length)
+
+    def init(self, key, x):
+        self._check(x)
+        return {}, {}
+
+    def rotate(self, x: jax.Array, positions: jax.Array) -> jax.Array:
+        """Rotates ``x`` ``(batch, time, heads, head_dim)`` for ``positions`` ``(time,)``."""
+        half = x.shape[-1] // 2
+        inv_freq = self.base ** (-jnp.arange(half, dtype=jnp.float32) / half)
+        angles = positions.astype(jnp.float32)[:, None] * inv_freq[None, :]
+        cos = jnp.cos(angles)[None, :, None, :].astype(x.dtype)
+        sin = jnp.sin(angles)[None, :, None, :].astype(x.dtype)
+        first, second = x[..., :half], x[..., half:]
+        return jnp.concatenate([first * cos - second * sin, first * sin + second * cos], -1)
+
+    def apply(self, params, state, x, *, key=None, train=False):
+        offset = 0
+        if isinstance(x, dict):
+            x, offset = x["inputs"], x["offset"]
+        self._check(x, offset)
+        return self.rotate(x, offset + jnp.arange(x.shape[1])), state

@@ -1,0 +1,240 @@
+"""RNN: a recurrent cell scanned over time; Bidirectional: two of them, merged.
+
+Optional inputs ride in the single ``x`` of the layer contract: ``x`` is either
+the ``(batch, time, in)`` array or a dict ``{"inputs": array, "carry": ...,
+"lengths": (batch,) ints, "mask": (batch, time) bools}`` whose extra keys are
+all optional. Padded steps (``mask`` False, or ``t >= lengths``) leave the
+carry unchanged and output zeros, so padding never changes a result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from ..core._layer import Layer, child_key, layer_error, scope
+from ._recurrent import RecurrentCell
+
+_KEYS = ("inputs", "carry", "lengths", "mask")
+
+
+def _select(mask_t: jax.Array, new: Any, old: Any) -> Any:
+    # Keep ``old`` where the step is padding; mask_t is (batch,).
+    def pick(n, o):
+        return jnp.where(mask_t.reshape(-1, *([1] * (n.ndim - 1))), n, o)
+
+    return jax.tree.map(pick, new, old)
+
+
+class RNN(Layer):
+    """Runs ``cell`` over the time axis of ``(batch, time, in)`` with ``lax.scan``.
+
+    Args:
+        cell: a :class:`RecurrentCell` (``nf.GRU(128)``, ``nf.LSTM(64)``, ...).
+        return_sequences: output every step ``(batch, time, F)``; else only the
+            output of the last step processed (the last unpadded one).
+        return_carry: also return the final carry: the output becomes ``(y, carry)``.
+        reverse: run from the last step to the first (outputs stay in input order).
+
+    The input is an array, or a dict with ``"inputs"`` and optionally ``"carry"``
+    (the initial carry, default zeros), ``"lengths"`` (``(batch,)`` ints: steps
+    ``t >= lengths[b]`` are padding) or ``"mask"`` (``(batch, time)`` bools, True
+    where a step is real). Padded steps leave the carry unchanged and output zeros.
+
+    Shapes: ``(batch, time, in) -> (batch, time, F)`` (or ``(batch, F)``).
+
+    Example:
+        >>> import jax, jax.numpy as jnp, nnfun as nf
+        >>> rnn = nf.RNN(nf.GRU(8), return_carry=True)
+        >>> x = jnp.ones((2, 5, 3))
+        >>> params, state = rnn.init(jax.random.key(0), x)
+        >>> (y, h), _ = rnn.apply(params, state, {"inputs": x, "lengths": jnp.array([5, 2])})
+        >>> y.shape, h.shape, bool((y[1, 2:] == 0).all())
+        ((2, 5, 8), (2, 8), True)
+    """
+
+    cell: Any
+    return_sequences: bool = True
+    return_carry: bool = False
+    reverse: bool = False
+
+    def __post_init__(self):
+        if not isinstance(self.cell, RecurrentCell):
+            raise TypeError(
+                f"RNN cell must be a RecurrentCell (nf.GRU, nf.LSTM, nf.SimpleRNN or a "
+                f"subclass), got {type(self.cell).__name__}"
+            )
+
+    def children(self):
+        return (("cell", self.cell),)
+
+    def _unpack(self, x) -> tuple[Any, Any, Any]:
+        """Returns ``(inputs, carry or None, mask or None)``, checking shapes."""
+        if not isinstance(x, dict):
+            x = {"inputs": x}
+        unknown = sorted(set(x) - set(_KEYS))
+        if unknown or "inputs" not in x:
+            raise layer_error(
+                self, f"input dict keys must be 'inputs' plus any of {_KEYS[1:]}; got {sorted(x)}"
+            )
+        if "lengths" in x and "mask" in x:
+            raise layer_error(self, "give either 'lengths' or 'mask', not both")
+        inputs = x["inputs"]
+        if len(inputs.shape) != 3:
+            raise layer_error(
+                self,
+                f"expected inputs (batch, time, in), got shape {tuple(inputs.shape)}. "
+                "Fix: add a feature axis, e.g. x[..., None].",
+            )
+        batch, time = inputs.shape[:2]
+        return inputs, x.get("carry"), self._mask(x, batch, time)
+
+    def _mask(self, x, batch, time):
+        if "lengths" in x:
+            lengths = x["lengths"]
+            if tuple(lengths.shape) != (batch,):
+                raise layer_error(
+                    self, f"expected lengths of shape ({batch},), got {tuple(lengths.shape)}"
+                )
+            return jnp.arange(time)[None, :] < jnp.asarray(lengths)[:, None]
+        if "mask" in x:
+            mask = x["mask"]
+            if tuple(mask.shape) != (batch, time) or mask.dtype != jnp.bool_:
+                raise layer_error(
+                    self,
+                    f"expected a boolean mask of shape ({batch}, {time}), got "
+                    f"{mask.dtype} {tuple(mask.shape)}. Fix: mask = jnp.arange(time) < lengths"
+                    "[:, None], or pass 'lengths'.",
+                )
+            return mask
+        return None
+
+    def init(self, key, x):
+        inputs, carry, _ = self._unpack(x)
+        step = jax.ShapeDtypeStruct((inputs.shape[0], inputs.shape[2]), inputs.dtype)
+        with scope("cell"):
+            params, state = self.cell.init(child_key(key, "cell"), step)
+            if state:
+                raise layer_error(self.cell, "a recurrent cell must not have state")
+            if carry is not None:
+                self.cell.check_carry(carry, inputs.shape[0])
+        return ({"cell": params} if params else {}), {}
+
+    def apply(self, params, state, x, *, key=None, train=False):
+        inputs, carry, mask = self._unpack(x)
+        cell, cell_params = self.cell, params.get("cell", {})
+        batch = inputs.shape[0]
+        with scope("cell"):
+            if carry is None:
+                carry = cell.initial_carry(batch, inputs.dtype)
+            cell.check_carry(carry, batch)
+            projected = jnp.swapaxes(cell.project_inputs(cell_params, inputs), 0, 1)
+            y_spec = jax.eval_shape(cell.step, cell_params, carry, projected[0])[1]
+            last = jnp.zeros(y_spec.shape, y_spec.dtype)
+            masks = None if mask is None else jnp.swapaxes(mask, 0, 1)
+
+            def body(loop, inp):
+                c, last = loop
+                p_t, m_t = inp
+                new_c, y = cell.step(cell_params, c, p_t)
+                if m_t is not None:
+                    new_c = _select(m_t, new_c, c)
+                    y = _select(m_t, y, jnp.zeros_like(y))
+                    last = _select(m_t, y, last)
+                else:
+                    last = y
+                return (new_c, last), y
+
+            (carry, last), ys = jax.lax.scan(
+                body, (carry, last), (projected, masks), reverse=self.reverse
+            )
+        y = jnp.swapaxes(ys, 0, 1) if self.return_sequences else last
+        return ((y, carry) if self.return_carry else y), state
+
+
+BIDIRECTIONAL_MERGES = ("concat", "sum")
+
+
+class Bidirectional(Layer):
+    """Runs one RNN forward and one backward in time and merges their outputs.
+
+    Args:
+        forward: an :class:`RNN`.
+        backward: an :class:`RNN` running the other way; default: a copy of
+            ``forward`` with ``reverse`` flipped (its own params).
+        merge: ``"concat"`` (feature axis) or ``"sum"``.
+
+    Takes the same inputs as :class:`RNN`; a ``"carry"`` is a pair
+    ``(forward_carry, backward_carry)``. With ``return_carry`` the output is
+    ``(y, (forward_carry, backward_carry))``.
+
+    Shapes: ``(batch, time, in) -> (batch, time, 2F)`` (concat) or ``(batch, time, F)``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, nnfun as nf
+        >>> bi = nf.Bidirectional(nf.RNN(nf.LSTM(4)))
+        >>> params, state = bi.init(jax.random.key(0), jnp.ones((2, 5, 3)))
+        >>> bi.apply(params, state, jnp.ones((2, 5, 3)))[0].shape
+        (2, 5, 8)
+    """
+
+    forward: Any
+    backward: Any = None
+    merge: str = "concat"
+
+    def __post_init__(self):
+        if not isinstance(self.forward, RNN):
+            raise TypeError(f"Bidirectional forward must be an RNN, got {self.forward!r}")
+        if self.backward is None:
+            backward = dataclasses.replace(self.forward, reverse=not self.forward.reverse)
+            object.__setattr__(self, "backward", backward)
+        if not isinstance(self.backward, RNN) or self.backward.reverse == self.forward.reverse:
+            raise ValueError(
+                "Bidirectional backward must be an RNN running the other way "
+                f"(reverse={not self.forward.reverse}), got {self.backward!r}"
+            )
+        fields = ("return_sequences", "return_carry")
+        if any(getattr(self.forward, f) != getattr(self.backward, f) for f in fields):
+            raise ValueError(f"Bidirectional forward and backward must agree on {fields}")
+        if self.merge not in BIDIRECTIONAL_MERGES:
+            raise ValueError(f"Bidirectional merge must be one of {BIDIRECTIONAL_MERGES}")
+
+    def children(self):
+        return (("forward", self.forward), ("backward", self.backward))
+
+    def _split(self, x):
+        if not (isinstance(x, dict) and "carry" in x):
+            return x, x
+        carry = x["carry"]
+        if not (isinstance(carry, tuple) and len(carry) == 2):
+            raise layer_error(self, "expected 'carry' to be a pair (forward, backward)")
+        rest = {k: v for k, v in x.items() if k != "carry"}
+        return {**rest, "carry": carry[0]}, {**rest, "carry": carry[1]}
+
+    def init(self, key, x):
+        params = {}
+        for (name, rnn), xs in zip(self.children(), self._split(x)):
+            with scope(name):
+                p, _ = rnn.init(child_key(key, name), xs)
+            if p:
+                params[name] = p
+        return params, {}
+
+    def apply(self, params, state, x, *, key=None, train=False):
+        outs = []
+        for (name, rnn), xs in zip(self.children(), self._split(x)):
+            with scope(name):
+                y, _ = rnn.apply(params.get(name, {}), {}, xs, key=child_key(key, name))
+            outs.append(y)
+        if self.forward.return_carry:
+            (yf, cf), (yb, cb) = outs
+            return (self._merge(yf, yb), (cf, cb)), state
+        return self._merge(*outs), state
+
+    def _merge(self, a, b):
+        if self.merge == "sum":
+            return a + b
+        return jnp.concatenate([a, b], axis=-1)
