@@ -8,6 +8,10 @@ from ._embedding import Embedding as Embedding
 from ._norm import GroupNorm as GroupNorm
 from ._norm import LayerNorm as LayerNorm
 from ._norm import RMSNorm as RMSNorm
+from ._pool import AvgPool as AvgPool
+from ._pool import GlobalAvgPool as GlobalAvgPool
+from ._pool import GlobalMaxPool as GlobalMaxPool
+from ._pool import MaxPool as MaxPool
 from ._reshape import Flatten as Flatten
 from ._reshape import Reshape as Reshape
 from ._recurrent import GRU as GRU
