@@ -58,6 +58,12 @@ def initialize(
     _check_counts(num_processes, process_id, initialization_timeout)
     if jax.distributed.is_initialized():
         raise RuntimeError("nnfun.parallel.initialize was already called in this process")
+    if _backends_started():
+        raise RuntimeError(
+            "nnfun.parallel.initialize must be called before any JAX call that starts the "
+            "XLA backend (a computation, jax.devices(), jax.device_put, ...). Fix: call it "
+            "first thing in every process, right after importing jax."
+        )
     print(
         f"nnfun.parallel.initialize: process {process_id} of {num_processes} joining "
         f"{coordinator_address}; waiting up to {initialization_timeout} s for all "
@@ -78,6 +84,14 @@ def initialize(
             f"asked for num_processes={num_processes}, but the runtime reports "
             f"{jax.process_count()} processes; every process must pass the same count"
         )
+
+
+def _backends_started() -> bool:
+    # JAX checks this too, but only after we print the waiting hint; its check is private.
+    from jax._src import xla_bridge
+
+    started = getattr(xla_bridge, "backends_are_initialized", None)
+    return bool(started and started())
 
 
 def _check_address(address: str) -> None:
