@@ -1,0 +1,234 @@
+"""A GPT-style decoder language model and jit-compiled sampling with a KV cache.
+
+``GPT`` maps token ids ``(batch, time)`` to next-token logits ``(batch, time,
+vocab)``: token embedding, positions, a :class:`nnfun.Stack` of pre-norm causal
+:class:`nnfun.TransformerBlock` s, a final LayerNorm, and the output projection
+tied to the embedding (``Embedding.attend``).
+
+Decoding passes a cache as ``state``: ``{"position": int32, "blocks": the blocks'
+KV caches}`` from :meth:`GPT.init_cache`; :func:`generate` does this for you.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from ..core._combinators import Sequential
+from ..core._layer import Layer, apply_child, init_child, layer_error
+from ..core._stack import Stack
+from ..layers._dropout import Dropout
+from ..layers._embedding import Embedding
+from ..layers._norm import LayerNorm
+from ..layers._position import LearnedPositions, RotaryPositions, SinusoidalPositions
+from ..layers._transformer import TransformerBlock
+
+POSITIONS = ("learned", "sinusoidal", "rotary")
+
+
+class GPT(Layer):
+    """Decoder-only transformer language model with tied input/output embeddings.
+
+    Args:
+        vocab_size: number of token ids.
+        d_model: model width.
+        num_heads: attention heads per block (must divide ``d_model``).
+        num_layers: transformer blocks.
+        max_length: the longest sequence (prompt plus generated tokens).
+        mlp_ratio: MLP hidden width as a multiple of ``d_model``.
+        dropout: dropout on the embeddings, residual branches and attention weights.
+        num_kv_heads: key/value heads (grouped-query attention), default ``num_heads``.
+        positions: ``"learned"`` (GPT-2), ``"sinusoidal"`` or ``"rotary"`` (RoPE
+            on queries and keys).
+        stacked: blocks in a :class:`nnfun.Stack` (one ``lax.scan``, compile time
+            independent of depth); False unrolls them in a ``Sequential``.
+        remat: recompute block activations in the backward pass (Stack only).
+
+    Shapes: int ``(batch, time) -> (batch, time, vocab_size)``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from nnfun.models.gpt import GPT
+        >>> model = GPT(vocab_size=11, d_model=16, num_heads=2, num_layers=2, max_length=8)
+        >>> params, state = model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))
+        >>> params["blocks"]["layer"]["mlp"]["hidden"]["kernel"].shape
+        (2, 16, 64)
+        >>> model.apply(params, state, jnp.zeros((3, 5), jnp.int32))[0].shape
+        (3, 5, 11)
+    """
+
+    vocab_size: int
+    d_model: int = 128
+    num_heads: int = 4
+    num_layers: int = 4
+    max_length: int = 256
+    mlp_ratio: int = 4
+    dropout: float = 0.0
+    num_kv_heads: int | None = None
+    positions: str = "learned"
+    stacked: bool = True
+    remat: bool = False
+
+    def __post_init__(self):
+        if self.positions not in POSITIONS:
+            raise ValueError(f"GPT positions must be one of {POSITIONS}, got {self.positions!r}")
+        if self.d_model % self.num_heads:
+            raise ValueError(
+                f"GPT: num_heads={self.num_heads} does not divide d_model={self.d_model}; "
+                "pick a head count that divides the model width"
+            )
+        self.children()  # validates the children's settings now
+
+    @property
+    def block(self) -> TransformerBlock:
+        rotary = RotaryPositions(max_length=self.max_length) if self.positions == "rotary" else None
+        return TransformerBlock(
+            self.num_heads,
+            self.num_kv_heads,
+            mlp_ratio=self.mlp_ratio,
+            dropout=self.dropout,
+            causal=True,
+            rotary=rotary,
+        )
+
+    def children(self):
+        if self.stacked:
+            blocks = Stack(self.num_layers, self.block, remat=self.remat)
+        else:
+            blocks = Sequential([self.block] * self.num_layers)
+        table = {
+            "learned": LearnedPositions(self.max_length),
+            "sinusoidal": SinusoidalPositions(self.max_length),
+        }
+        children = [("embedding", Embedding(self.vocab_size, self.d_model))]
+        if self.positions in table:
+            children.append(("positions", table[self.positions]))
+        children += [
+            ("embedding_dropout", Dropout(self.dropout)),
+            ("blocks", blocks),
+            ("norm", LayerNorm()),
+        ]
+        return tuple(children)
+
+    def _check(self, ids):
+        if len(ids.shape) != 2 or not jnp.issubdtype(ids.dtype, jnp.integer):
+            raise layer_error(
+                self, f"expected int token ids (batch, time), got {ids.dtype} {tuple(ids.shape)}"
+            )
+
+    def init(self, key, x):
+        self._check(x)
+        params = {}
+        for name, layer in self.children():
+            params[name], _, x = init_child(name, layer, key, x)
+        return {k: v for k, v in params.items() if v}, {}
+
+    def apply(self, params, state, x, *, key=None, train=False):
+        self._check(x)
+        new_state = {}
+        for name, layer in self.children():
+            child_state = state.get(name, {})
+            if name == "positions":
+                x = {"inputs": x, "offset": state.get("position", 0)}
+            x, s = apply_child(name, layer, params.get(name, {}), child_state, x, key, train)
+            if s:
+                new_state[name] = s
+        if state:
+            new_state["position"] = state["position"] + x.shape[1]
+        logits = Embedding(self.vocab_size, self.d_model).attend(params["embedding"], x)
+        return logits, new_state
+
+    def init_cache(self, params: dict, batch_size: int, max_length: int | None = None) -> dict:
+        """The decoding state: a KV cache per block and the next position.
+
+        Example:
+            >>> import jax, jax.numpy as jnp
+            >>> from nnfun.models.gpt import GPT
+            >>> model = GPT(vocab_size=11, d_model=16, num_heads=2, num_layers=2, max_length=8)
+            >>> params, _ = model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))
+            >>> cache = model.init_cache(params, batch_size=3)
+            >>> cache["blocks"]["layer"]["attention"]["key"].shape
+            (2, 3, 8, 2, 8)
+        """
+        max_length = self.max_length if max_length is None else max_length
+        blocks = dict(self.children())["blocks"]
+        if self.stacked:
+            caches = blocks.init_cache(params["blocks"], batch_size, max_length)
+        else:
+            caches = {
+                name: self.block.init_cache(params["blocks"][name], batch_size, max_length)
+                for name, _ in blocks.layers
+            }
+        return {"position": jnp.zeros((), jnp.int32), "blocks": caches}
+
+
+def _sample(logits, key, temperature, top_k):
+    logits = logits.astype(jnp.float32) / temperature
+    if top_k is not None:
+        kth = jax.lax.top_k(logits, top_k)[0][:, -1:]
+        logits = jnp.where(logits < kth, -jnp.inf, logits)
+    return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "max_new_tokens", "top_k"))
+def generate(
+    model: GPT,
+    params: dict,
+    prompt: jax.Array,
+    key: jax.Array,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+) -> jax.Array:
+    """Samples ``max_new_tokens`` tokens after ``prompt``, under ``jax.jit``, with a KV cache.
+
+    The prompt runs through the model once (filling the cache); then a ``lax.scan``
+    feeds back one sampled token at a time.
+
+    Args:
+        model: the :class:`GPT` (static).
+        params: its params.
+        prompt: int ``(batch, prompt_length)``, ``prompt_length >= 1``.
+        key: PRNG key.
+        max_new_tokens: tokens to add (static); ``prompt_length + max_new_tokens``
+            must not exceed ``model.max_length``.
+        temperature: divides the logits (lower: more conservative).
+        top_k: sample among the ``top_k`` likeliest tokens only; ``top_k=1`` is greedy.
+
+    Returns:
+        int32 ``(batch, prompt_length + max_new_tokens)``: the prompt, then the samples.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from nnfun.models.gpt import GPT, generate
+        >>> model = GPT(vocab_size=11, d_model=16, num_heads=2, num_layers=1, max_length=8)
+        >>> params, _ = model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))
+        >>> generate(model, params, jnp.array([[1, 2]]), jax.random.key(1), 5).shape
+        (1, 7)
+    """
+    batch, length = prompt.shape
+    total = length + max_new_tokens
+    if length < 1 or total > model.max_length:
+        raise ValueError(
+            f"generate: prompt length {length} + max_new_tokens {max_new_tokens} = {total} "
+            f"exceeds the model's max_length {model.max_length} (or the prompt is empty)"
+        )
+    if top_k is not None and not 1 <= top_k <= model.vocab_size:
+        raise ValueError(f"generate: top_k must be in [1, {model.vocab_size}], got {top_k}")
+    if max_new_tokens == 0:
+        return prompt.astype(jnp.int32)
+    cache = model.init_cache(params, batch, total)
+    logits, cache = model.apply(params, cache, prompt)
+    keys = jax.random.split(key, max_new_tokens)
+    first = _sample(logits[:, -1], keys[0], temperature, top_k)
+
+    def step(carry, k):
+        token, cache = carry
+        logits, cache = model.apply(params, cache, token[:, None])
+        return (_sample(logits[:, -1], k, temperature, top_k), cache), token
+
+    (last, _), tokens = jax.lax.scan(step, (first, cache), keys[1:])
+    new = jnp.concatenate([jnp.swapaxes(tokens, 0, 1), last[:, None]], axis=1)
+    return jnp.concatenate([prompt.astype(jnp.int32), new], axis=1)
