@@ -9,6 +9,8 @@ Example:
 from __future__ import annotations
 
 import functools
+import os
+import tempfile
 from typing import Any
 
 import chex
@@ -17,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.test_util import check_grads
 
+from .checkpoint import load, save
 from .core._layer import Layer, spec_of
 
 
@@ -149,7 +152,37 @@ def check_layer(
     check_jit(layer, x, key=key, train=train)
     check_vmap(layer, x, key=key)
     check_determinism(layer, x, key=key)
+    check_serialization(layer, x, key=key)
     if gradients:
         check_gradients(layer, x, key=key, train=train, wrt_input=wrt_input)
     if bfloat16:
         check_bfloat16(layer, x, key=key)
+
+
+def _bits(leaf: Any) -> tuple:
+    if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+        leaf = jax.random.key_data(leaf)
+    array = np.asarray(leaf)
+    return array.dtype, array.shape, array.tobytes()
+
+
+def check_serialization(layer: Layer, x: Any, *, key: jax.Array | None = None) -> None:
+    """Params and state (and the params cast to bfloat16) survive ``nf.save``/``nf.load`` bitwise.
+
+    Example:
+        >>> import jax.numpy as jnp, nnfun as nf
+        >>> from nnfun.testing import check_serialization
+        >>> check_serialization(nf.Dense(3), jnp.ones((2, 4)))
+    """
+    key = jax.random.key(0) if key is None else key
+    params, state = layer.init(key, x)
+    tree = {"params": params, "state": state, "params_bfloat16": _cast(params, jnp.bfloat16)}
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "layer.safetensors")
+        save(path, tree)
+        restored = load(path, like=tree)
+    chex.assert_trees_all_equal_structs(restored, tree)
+    flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+    for (path, a), b in zip(flat, jax.tree.leaves(restored), strict=True):
+        if _bits(a) != _bits(b):
+            raise AssertionError(f"{jax.tree_util.keystr(path)} changed in a save/load round trip")

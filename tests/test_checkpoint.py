@@ -252,3 +252,26 @@ def test_header_follows_the_format(path):
     assert header["x"] == {"dtype": "F16", "shape": [2, 2], "data_offsets": [24, 32]}
     assert len(raw) == 8 + length + 32
     assert header["__metadata__"]["nnfun.format"] == "1"
+
+
+def test_check_serialization_passes_for_a_layer_with_state_and_catches_a_change(monkeypatch):
+    from nnfun import testing
+
+    class Counter(nf.Layer):
+        def init(self, key, x):
+            return {"w": jnp.ones(x.shape[-1:])}, {"key": key, "count": jnp.zeros((), jnp.int32)}
+
+        def apply(self, params, state, x, *, key=None, train=False):
+            return x * params["w"][None, :], state
+
+    testing.check_serialization(Counter(), jnp.ones((2, 3)))
+    real_load = testing.load
+
+    def corrupting_load(path, like=None):
+        tree = real_load(path, like=like)
+        tree["params"]["w"] = tree["params"]["w"].at[0].set(2.0)
+        return tree
+
+    monkeypatch.setattr(testing, "load", corrupting_load)
+    with pytest.raises(AssertionError, match=r"\['params'\]\['w'\] changed in a save/load"):
+        testing.check_serialization(Counter(), jnp.ones((2, 3)))
