@@ -25,12 +25,17 @@ from .core import labels as labels
 from .core import summary as summary
 from .core import to_config as to_config
 from .core import unflatten_params as unflatten_params
+from .core._precision import MixedPrecision as MixedPrecision
+from .core._precision import Policy as Policy
+from .core._remat import Remat as Remat
 from . import checkpoint as checkpoint
+from . import parallel as parallel
 from .checkpoint import load as load
 from .checkpoint import load_model as load_model
 from .checkpoint import save as save
 from .checkpoint import save_model as save_model
 from .layers import AvgPool as AvgPool
+from .layers import BatchNorm as BatchNorm
 from .layers import Conv as Conv
 from .layers import ConvTranspose as ConvTranspose
 from .layers import Dense as Dense

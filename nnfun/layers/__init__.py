@@ -1,5 +1,6 @@
 """The layer catalogue; every name is re-exported from ``nnfun``."""
 
+from ._batchnorm import BatchNorm as BatchNorm
 from ._conv import Conv as Conv
 from ._conv import ConvTranspose as ConvTranspose
 from ._dense import Dense as Dense
