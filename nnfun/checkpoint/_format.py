@@ -49,7 +49,18 @@ TEMP_MARKER = ".tmp-"
 
 
 class CheckpointError(ValueError):
-    """A checkpoint file is truncated, corrupted, or does not match what was asked for."""
+    """A checkpoint file is truncated, corrupted, or does not match what was asked for.
+
+    Example:
+        >>> import os, tempfile, nnfun as nf
+        >>> path = os.path.join(tempfile.mkdtemp(), "empty.safetensors")
+        >>> open(path, "wb").close()
+        >>> try:
+        ...     nf.load(path)
+        ... except nf.checkpoint.CheckpointError as e:
+        ...     print(str(e).split(": ")[1])
+        truncated file (0 bytes, no header length)
+    """
 
 
 def dtype_name(dtype: Any, where: str) -> str:
@@ -84,8 +95,13 @@ def _layout(tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     # Largest items first keeps every tensor aligned to its item size in the file, so a
     # memory-mapping reader can view it in place; the stable sort keeps the tree order.
     order = sorted(tensors, key=lambda name: -tensors[name].dtype.itemsize)
-    # np.ascontiguousarray would turn 0-d arrays into 1-d ones; a C-order copy keeps shape.
-    return {name: np.asarray(tensors[name]).copy(order="C") for name in order}
+    return {name: _c_order(tensors[name]) for name in order}
+
+
+def _c_order(array: Any) -> np.ndarray:
+    # Copy only when needed; np.ascontiguousarray would also turn 0-d arrays into 1-d ones.
+    array = np.asarray(array)
+    return array if array.flags.c_contiguous else array.copy(order="C")
 
 
 def _write_tensor(file: Any, array: np.ndarray) -> None:
@@ -244,6 +260,16 @@ def _check_offsets(path: Any, entries: Mapping[str, Any], data_size: int) -> Non
 
 def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Reads a safetensors file: ``({name: array}, metadata)``, in header order.
+
+    The arrays are NumPy arrays sharing one buffer read from the file.
+
+    Example:
+        >>> import os, tempfile, numpy as np, nnfun as nf
+        >>> path = os.path.join(tempfile.mkdtemp(), "t.safetensors")
+        >>> nf.save(path, {"a": {"b": np.zeros((2, 3), np.float16)}})
+        >>> tensors, metadata = nf.checkpoint.read_safetensors(path)
+        >>> {name: a.shape for name, a in tensors.items()}, metadata["nnfun.format"]
+        ({'a/b': (2, 3)}, '1')
 
     Raises:
         CheckpointError: the file is truncated, or its header is corrupted (bad JSON,

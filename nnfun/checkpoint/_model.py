@@ -61,6 +61,14 @@ def load_model(path: str | os.PathLike) -> tuple[Layer, Any, Any]:
     Raises:
         CheckpointError: the file has no model config, or a layer class named in it
             cannot be imported, or the file is truncated or corrupted.
+
+    Example:
+        >>> import os, tempfile, jax, jax.numpy as jnp, nnfun as nf
+        >>> model = nf.Residual(nf.Dense(3))
+        >>> path = os.path.join(tempfile.mkdtemp(), "residual.safetensors")
+        >>> nf.save_model(path, model, *model.init(jax.random.key(0), jnp.zeros((1, 3))))
+        >>> nf.load_model(path)[0] == model
+        True
     """
     _, metadata, _ = read_header(path)
     if MODEL_KEY not in metadata:

@@ -38,7 +38,14 @@ def _segment(entry: Any) -> str:
 
 
 def leaf_name(path: tuple) -> str:
-    """The tensor name of a leaf at a ``jax.tree_util`` key path: ``"a/0/b"``."""
+    """The tensor name of a leaf at a ``jax.tree_util`` key path: ``"a/0/b"``.
+
+    Example:
+        >>> import jax, nnfun as nf
+        >>> paths, _ = jax.tree_util.tree_flatten_with_path({"a": [0, {"b": 1}]})
+        >>> [nf.checkpoint.leaf_name(path) for path, _ in paths]
+        ['a/0', 'a/1/b']
+    """
     return "/".join(_segment(entry) for entry in path) or ROOT_NAME
 
 
