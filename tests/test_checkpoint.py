@@ -275,3 +275,10 @@ def test_check_serialization_passes_for_a_layer_with_state_and_catches_a_change(
     monkeypatch.setattr(testing, "load", corrupting_load)
     with pytest.raises(AssertionError, match=r"\['params'\]\['w'\] changed in a save/load"):
         testing.check_serialization(Counter(), jnp.ones((2, 3)))
+
+
+def test_non_contiguous_arrays_are_written_in_logical_order(path):
+    tree = {"t": np.arange(6, dtype=np.int32).reshape(2, 3).T, "f": np.asfortranarray(np.eye(3))}
+    tree["s"] = np.arange(10.0)[::3]
+    nf.save(path, tree)
+    jax.tree.map(_assert_same, nf.load(path), tree)

@@ -199,3 +199,16 @@ def test_unsupported_like_leaf(good):
 def test_missing_file_raises_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError):
         nf.load(tmp_path / "absent.safetensors")
+
+
+def test_deeply_nested_header_is_an_error_not_a_crash(tmp_path):
+    path = _raw_file(tmp_path / "f.safetensors", b"[" * 100_000 + b"]" * 100_000)
+    with pytest.raises(CheckpointError, match="corrupted header"):
+        nf.load(path)
+
+
+def test_shape_whose_size_overflows_int64(tmp_path):
+    header = {"x": {"dtype": "U8", "shape": [2**62, 4, 4], "data_offsets": [0, 0]}}
+    path = _raw_file(tmp_path / "f.safetensors", header)
+    with pytest.raises(CheckpointError, match=f"needs {2**66}"):
+        nf.load(path)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import secrets
 import struct
@@ -199,7 +200,7 @@ def read_header(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, str]
         raw = file.read(length)
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise CheckpointError(f"{path}: corrupted header, not valid JSON ({e})") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: corrupted header, expected a JSON object")
@@ -222,7 +223,7 @@ def _check_entry(path: Any, name: str, entry: Any) -> dict[str, Any]:
         raise CheckpointError(f"{bad}: unknown dtype {dtype!r}; known: {', '.join(DTYPES)}")
     if not _is_list_of_ints(shape) or not _is_list_of_ints(offsets) or len(offsets) != 2:
         raise CheckpointError(f"{bad}: shape and data_offsets must be lists of ints >= 0")
-    nbytes = int(np.prod(shape, dtype=np.int64)) * DTYPES[dtype].itemsize
+    nbytes = math.prod(shape) * DTYPES[dtype].itemsize  # exact: no int64 overflow to exploit
     if offsets[1] - offsets[0] != nbytes:
         raise CheckpointError(
             f"{bad}: data_offsets {offsets} span {offsets[1] - offsets[0]} bytes, but "

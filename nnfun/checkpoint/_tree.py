@@ -218,7 +218,7 @@ def _skeleton(path: Any, metadata: Mapping[str, str], tensors: Mapping[str, Any]
         return None
     try:
         skeleton = json.loads(metadata[SKELETON_KEY])
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, RecursionError) as e:
         raise CheckpointError(f"{path}: corrupted {SKELETON_KEY} metadata ({e})") from None
     used = set(_leaf_kinds(skeleton, path))
     if used != set(tensors):
@@ -258,7 +258,7 @@ def _leaf_kinds(skeleton: Any, path: Any = None) -> dict[str, dict]:
 def _decode(path: Any, node: Any, tensors: Mapping[str, np.ndarray]) -> Any:
     try:
         return _decode_node(node, tensors)
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as e:
         raise CheckpointError(f"{path}: corrupted {SKELETON_KEY} metadata ({e!r})") from None
 
 
