@@ -99,6 +99,8 @@ class RNN(Layer):
                 raise layer_error(
                     self, f"expected lengths of shape ({batch},), got {tuple(lengths.shape)}"
                 )
+            if isinstance(lengths, jax.ShapeDtypeStruct):  # at init: shapes checked, no mask
+                return None
             return jnp.arange(time)[None, :] < jnp.asarray(lengths)[:, None]
         if "mask" in x:
             mask = x["mask"]
