@@ -61,5 +61,12 @@ from .layers import LearnedPositions as LearnedPositions
 from .layers import RotaryPositions as RotaryPositions
 from .layers import SinusoidalPositions as SinusoidalPositions
 from .layers import TransformerBlock as TransformerBlock
+from .train import TrainState as TrainState
+from .train import accuracy as accuracy
+from .train import eval_step as eval_step
+from .train import fit as fit
+from .train import mse as mse
+from .train import softmax_cross_entropy as softmax_cross_entropy
+from .train import train_step as train_step
 
 __version__ = "0.1.0"

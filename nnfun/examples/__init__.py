@@ -1,0 +1,1 @@
+"""Runnable examples: ``python -m nnfun.examples.mnist1d --help``."""

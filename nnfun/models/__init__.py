@@ -1,0 +1,1 @@
+"""Ready-made models with training recipes (``nnfun.models.mnist1d.RECIPES``)."""

@@ -1,0 +1,15 @@
+"""Training: a ``TrainState`` pytree, pure train/eval steps, losses, and ``fit``.
+
+The ``loss_fn`` and every metric are ``fn(outputs, targets) -> scalar`` and a
+batch is ``{"x": inputs, "y": targets}``.
+"""
+
+from ._fit import fit as fit
+from ._guard import first_nonfinite as first_nonfinite
+from ._losses import accuracy as accuracy
+from ._losses import mse as mse
+from ._losses import softmax_cross_entropy as softmax_cross_entropy
+from ._step import TrainState as TrainState
+from ._step import eval_step as eval_step
+from ._step import scan_steps as scan_steps
+from ._step import train_step as train_step

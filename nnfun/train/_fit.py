@@ -1,0 +1,191 @@
+"""``fit``: the training loop with progress bar, evaluation, checkpoints and fused steps."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import numpy as np
+import optax
+
+from ..core._layer import Layer
+from ._guard import diagnose
+from ._loop import Checkpoints, Progress, evaluate_all, make_batches, placer, stack
+from ._step import LossFn, Metrics, TrainState, eval_step, scan_steps, train_step
+
+
+def _check_positive(name: str, value: Any, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"fit: {name} must be a positive int, got {value!r}")
+
+
+def _boundaries(steps: int, every: tuple[int | None, ...]) -> list[int]:
+    """Sorted steps at which a call must end: evaluations, checkpoints and the last step."""
+    points = {steps}
+    for interval in every:
+        if interval:
+            points.update(range(interval, steps, interval))
+    return sorted(points)
+
+
+def _chunks(start: int, steps: int, k: int, boundaries: list[int]):
+    """Yields ``(first_step, length)`` of each compiled call: at most ``k`` steps, never
+    crossing a boundary (so a remainder chunk is shorter, and compiles once)."""
+    step = start
+    for end in boundaries:
+        while step < end:
+            length = min(k, end - step)
+            yield step, length
+            step += length
+
+
+def fit(
+    model: Layer,
+    loss_fn: LossFn,
+    optimizer: optax.GradientTransformation,
+    train_data: Any,
+    *,
+    steps: int,
+    batch_size: int | None = None,
+    seed: int = 0,
+    train_state: TrainState | None = None,
+    metrics: Metrics | None = None,
+    eval_data: Mapping[str, Any] | None = None,
+    eval_every: int | None = None,
+    eval_batch_size: int = 1000,
+    steps_per_call: int = 1,
+    progress: bool = True,
+    checkpoint_dir: str | None = None,
+    checkpoint_every: int | None = None,
+    keep: int = 3,
+    nan_guard: bool = True,
+    mesh: Any = None,
+) -> tuple[TrainState, dict[str, dict[str, np.ndarray]]]:
+    """Trains ``model`` for ``steps`` optimizer steps and returns ``(train_state, history)``.
+
+    Batches are ``{"x": inputs, "y": targets}``; the loss and metrics are
+    ``fn(outputs, targets) -> scalar`` (see :func:`train_step`). Step ``s`` uses
+    batch ``s`` of ``Batches.iterate`` and the dropout key ``fold_in(key, s)``,
+    so a run is a pure function of its seed, and a resumed run ends bitwise equal
+    to an uninterrupted one.
+
+    ``steps_per_call=K`` runs K steps in one compiled call (``lax.scan`` over K
+    batches stacked and sent to the device together). A call never crosses an
+    evaluation, a checkpoint or the last step, so when those intervals are not
+    multiples of K the shorter remainder calls compile once more each (at most
+    one extra compile per distinct remainder; all of them happen in the first
+    interval). K=1 and K=16 give the same parameters (see the tests).
+
+    The NaN/Inf guard (``nan_guard=True``) costs nothing per step: it looks at the
+    losses already fetched for the progress bar. On a non-finite loss it replays
+    the failing call from the state before it, raises ``FloatingPointError``
+    naming the step and the first non-finite leaf of the params or gradients, and
+    leaves the last checkpoint (always finite) in place.
+
+    Args:
+        model: the layer to train.
+        loss_fn: ``loss_fn(outputs, targets) -> scalar``.
+        optimizer: an optax gradient transformation.
+        train_data: a dict ``{"x": array (N, ...), "y": array (N, ...)}`` (batched
+            with ``nnfun.data.Batches(train_data, batch_size, seed=seed)``), or any
+            object with ``iterate(start)`` and ``len()`` such as a ``Batches``.
+        steps: total optimizer steps (counted from 0, including resumed ones).
+        batch_size: examples per batch; required when ``train_data`` is a dict.
+        seed: seeds the parameters, dropout and the batch order.
+        train_state: start from this state instead of ``TrainState.create``.
+        metrics: ``{name: fn(outputs, targets)}`` reported with the loss.
+        eval_data: a dict like ``train_data`` evaluated (``train=False``) every
+            ``eval_every`` steps and at the end.
+        eval_every: steps between evaluations; default one epoch.
+        eval_batch_size: examples per evaluation call (metrics are example-weighted).
+        steps_per_call: K optimizer steps per compiled call.
+        progress: show a tqdm bar with the loss and the latest evaluation.
+        checkpoint_dir: save the train state here (``nnfun.checkpoint``) and
+            resume from its latest checkpoint when it has one.
+        checkpoint_every: steps between checkpoints (default: only at the end).
+        keep: how many checkpoints to keep.
+        nan_guard: stop on a non-finite loss (see above).
+        mesh: a ``jax.sharding.Mesh`` for data parallelism: the state is placed
+            with ``nnfun.parallel.place_state`` and batches are split over it.
+
+    Returns:
+        ``(train_state, history)``: ``history["train"]`` maps ``"step"`` and each
+        metric to ``(steps_run,)`` arrays (the step number after each update);
+        ``history["eval"]`` does the same per evaluation. A resumed run's history
+        starts at the resumed step.
+
+    Raises:
+        ValueError: bad intervals or counts, a dict without ``batch_size``.
+        FloatingPointError: the guard found a non-finite loss.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, numpy as np, optax, nnfun as nf
+        >>> data = {"x": np.ones((8, 3), np.float32), "y": np.zeros((8, 1), np.float32)}
+        >>> ts, history = nf.fit(nf.Dense(1), nf.mse, optax.sgd(0.1), data, steps=4,
+        ...                      batch_size=4, progress=False)
+        >>> int(ts.step), history["train"]["loss"].shape
+        (4, (4,))
+    """
+    _check_positive("steps", steps)
+    _check_positive("steps_per_call", steps_per_call)
+    _check_positive("eval_every", eval_every, allow_none=True)
+    _check_positive("checkpoint_every", checkpoint_every, allow_none=True)
+    _check_positive("eval_batch_size", eval_batch_size)
+    batches = make_batches(train_data, batch_size, seed)
+    if eval_data is not None and eval_every is None:
+        eval_every = len(batches)
+
+    if train_state is None:
+        first = next(batches.iterate(0))
+        train_state = TrainState.create(model, optimizer, jax.random.key(seed), first["x"])
+    checkpoints = Checkpoints(checkpoint_dir, keep) if checkpoint_dir is not None else None
+    if checkpoints is not None:
+        train_state = checkpoints.resume(train_state)
+    to_device, train_state = placer(mesh, train_state)
+
+    step_fn = train_step(model, loss_fn, optimizer, metrics)
+    single = jax.jit(step_fn)
+    fused = jax.jit(scan_steps(step_fn))
+    evaluate = jax.jit(eval_step(model, loss_fn, metrics))
+
+    start = int(train_state.step)
+    bounds = _boundaries(steps, (eval_every if eval_data is not None else None, checkpoint_every))
+    history: dict[str, list] = {"train": [], "eval": []}
+    stream = batches.iterate(start)
+    with Progress(progress, start, steps) as bar:
+        for first_step, length in _chunks(start, steps, steps_per_call, bounds):
+            chunk = [next(stream) for _ in range(length)]
+            before = train_state
+            if length == 1:
+                train_state, values = single(train_state, to_device(chunk[0]))
+                values = jax.tree.map(lambda v: np.asarray(v)[None], values)
+            else:
+                train_state, values = fused(train_state, to_device(stack(chunk), stacked=True))
+                values = jax.device_get(values)
+            losses = np.asarray(values["loss"])
+            if nan_guard and not np.all(np.isfinite(losses)):
+                bad = int(np.argmax(~np.isfinite(losses)))
+                raise diagnose(
+                    model, loss_fn, single, before, [to_device(b) for b in chunk], bad, losses[bad]
+                )
+            end = first_step + length
+            history["train"].append({"step": np.arange(first_step + 1, end + 1), **values})
+            bar.advance(length, {"loss": float(losses[-1])})
+            if eval_data is not None and (end % eval_every == 0 or end == steps):
+                result = evaluate_all(evaluate, train_state, eval_data, eval_batch_size, to_device)
+                history["eval"].append({"step": np.array([end]), **result})
+                bar.show_eval(result)
+            if checkpoints is not None and (
+                end == steps or (checkpoint_every and end % checkpoint_every == 0)
+            ):
+                checkpoints.save(end, train_state, nan_guard)
+    return train_state, {name: _concat(rows) for name, rows in history.items()}
+
+
+def _concat(rows: list[dict]) -> dict[str, np.ndarray]:
+    if not rows:
+        return {}
+    return {name: np.concatenate([np.atleast_1d(r[name]) for r in rows]) for name in rows[0]}

@@ -1,0 +1,222 @@
+"""The train state and pure step functions that plain ``jax.jit`` compiles.
+
+A batch is a dict ``{"x": inputs, "y": targets}`` (either may be a pytree). The
+model is applied to ``batch["x"]``; the loss and every metric are called as
+``fn(outputs, batch["y"]) -> scalar``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from ..core._layer import Layer
+
+LossFn = Callable[[Any, Any], jax.Array]
+Metrics = Mapping[str, LossFn]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainState:
+    """Everything a training run carries from one step to the next, as one pytree.
+
+    Attributes:
+        params: the model's parameters (nested dicts of arrays).
+        state: the model's state (e.g. batch-norm statistics), ``{}`` if none.
+        opt_state: the optax optimizer state.
+        step: int32 scalar, the number of optimizer steps taken.
+        key: the run's base PRNG key. It never changes: step ``s`` uses
+            ``jax.random.fold_in(key, s)``, so a resumed run draws the same
+            dropout masks as an uninterrupted one.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, optax, nnfun as nf
+        >>> ts = nf.TrainState.create(nf.Dense(2), optax.sgd(0.1), jax.random.key(0),
+        ...                           jnp.zeros((1, 3)))
+        >>> int(ts.step), ts.params["kernel"].shape
+        (0, (3, 2))
+    """
+
+    params: Any
+    state: Any
+    opt_state: Any
+    step: jax.Array
+    key: jax.Array
+
+    @classmethod
+    def create(
+        cls,
+        model: Layer,
+        optimizer: optax.GradientTransformation,
+        key: jax.Array,
+        x: Any,
+    ) -> TrainState:
+        """Initialises the model on ``x`` (a spec or an example batch of inputs) and the optimizer.
+
+        ``key`` is split in two: one half initialises the parameters, the other
+        becomes the run's base key for dropout and other training randomness.
+        """
+        init_key, run_key = jax.random.split(key)
+        params, state = model.init(init_key, x)
+        return cls(params, state, optimizer.init(params), jnp.zeros((), jnp.int32), run_key)
+
+    def replace(self, **changes: Any) -> TrainState:
+        """A copy with some fields replaced."""
+        return dataclasses.replace(self, **changes)
+
+
+jax.tree_util.register_dataclass(
+    TrainState,
+    data_fields=["params", "state", "opt_state", "step", "key"],
+    meta_fields=[],
+)
+
+
+def _check_batch(batch: Any) -> None:
+    if not isinstance(batch, Mapping) or "x" not in batch or "y" not in batch:
+        got = sorted(batch) if isinstance(batch, Mapping) else type(batch).__name__
+        raise TypeError(
+            f"expected a batch dict with keys 'x' (inputs) and 'y' (targets), got {got}. "
+            'Fix: pass {"x": inputs, "y": targets}.'
+        )
+
+
+def _check_fns(loss_fn: Any, metrics: Metrics | None) -> dict[str, LossFn]:
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable as loss_fn(outputs, targets), got {loss_fn!r}")
+    metrics = dict(metrics or {})
+    for name, fn in metrics.items():
+        if not callable(fn):
+            raise TypeError(f"metric {name!r} must be callable as fn(outputs, targets)")
+    if "loss" in metrics:
+        raise ValueError("the metric name 'loss' is reserved for loss_fn; rename the metric")
+    return metrics
+
+
+def _measure(loss, outputs, targets, metrics: dict[str, LossFn]) -> dict[str, jax.Array]:
+    values = {"loss": loss}
+    for name, fn in metrics.items():
+        values[name] = fn(outputs, targets)
+    return values
+
+
+def train_step(
+    model: Layer,
+    loss_fn: LossFn,
+    optimizer: optax.GradientTransformation,
+    metrics: Metrics | None = None,
+) -> Callable[[TrainState, Any], tuple[TrainState, dict[str, jax.Array]]]:
+    """Builds a pure ``step(train_state, batch) -> (train_state, metrics)``.
+
+    The function holds no state and calls nothing of ours at run time, so
+    ``jax.jit(step, donate_argnums=0)`` compiles it as it is, and
+    ``jax.lax.scan`` runs it over stacked batches (see :func:`scan_steps`).
+
+    Args:
+        model: the layer to train; applied with ``train=True``.
+        loss_fn: ``loss_fn(outputs, targets) -> scalar``, e.g.
+            :func:`softmax_cross_entropy` or :func:`mse`.
+        optimizer: any optax gradient transformation.
+        metrics: optional ``{name: fn(outputs, targets) -> scalar}`` reported
+            alongside ``"loss"`` (measured on the pre-update parameters).
+
+    Returns:
+        ``step``; its metrics are a dict of float scalars, always with ``"loss"``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, optax, nnfun as nf
+        >>> model, opt = nf.Dense(1), optax.sgd(0.1)
+        >>> ts = nf.TrainState.create(model, opt, jax.random.key(0), jnp.zeros((1, 2)))
+        >>> step = jax.jit(nf.train_step(model, nf.mse, opt))
+        >>> batch = {"x": jnp.ones((4, 2)), "y": jnp.zeros((4, 1))}
+        >>> ts, m = step(ts, batch)
+        >>> int(ts.step), sorted(m)
+        (1, ['loss'])
+    """
+    metrics = _check_fns(loss_fn, metrics)
+
+    def step(ts: TrainState, batch: Any) -> tuple[TrainState, dict[str, jax.Array]]:
+        _check_batch(batch)
+        key = jax.random.fold_in(ts.key, ts.step)
+
+        def objective(params):
+            outputs, state = model.apply(params, ts.state, batch["x"], key=key, train=True)
+            return loss_fn(outputs, batch["y"]), (outputs, state)
+
+        (loss, (outputs, state)), grads = jax.value_and_grad(objective, has_aux=True)(ts.params)
+        updates, opt_state = optimizer.update(grads, ts.opt_state, ts.params)
+        params = optax.apply_updates(ts.params, updates)
+        new = TrainState(params, state, opt_state, ts.step + 1, ts.key)
+        return new, _measure(loss, outputs, batch["y"], metrics)
+
+    return step
+
+
+def eval_step(
+    model: Layer, loss_fn: LossFn, metrics: Metrics | None = None
+) -> Callable[[TrainState, Any], dict[str, jax.Array]]:
+    """Builds a pure ``evaluate(train_state, batch) -> metrics`` (``train=False``, no key).
+
+    Args:
+        model: the layer to evaluate.
+        loss_fn: ``loss_fn(outputs, targets) -> scalar``.
+        metrics: optional ``{name: fn(outputs, targets) -> scalar}``.
+
+    Returns:
+        ``evaluate``; its result is a dict of batch-mean float scalars with ``"loss"``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, optax, nnfun as nf
+        >>> model = nf.Dense(3)
+        >>> ts = nf.TrainState.create(model, optax.sgd(0.1), jax.random.key(0), jnp.zeros((1, 2)))
+        >>> evaluate = jax.jit(nf.eval_step(model, nf.softmax_cross_entropy,
+        ...                                 {"accuracy": nf.accuracy}))
+        >>> sorted(evaluate(ts, {"x": jnp.ones((5, 2)), "y": jnp.zeros(5, jnp.int32)}))
+        ['accuracy', 'loss']
+    """
+    metrics = _check_fns(loss_fn, metrics)
+
+    def evaluate(ts: TrainState, batch: Any) -> dict[str, jax.Array]:
+        _check_batch(batch)
+        outputs, _ = model.apply(ts.params, ts.state, batch["x"], train=False)
+        return _measure(loss_fn(outputs, batch["y"]), outputs, batch["y"], metrics)
+
+    return evaluate
+
+
+def scan_steps(
+    step: Callable[[TrainState, Any], tuple[TrainState, Any]],
+) -> Callable[[TrainState, Any], tuple[TrainState, Any]]:
+    """Turns a step into one that runs K steps over batches stacked on a leading axis.
+
+    ``jax.jit(scan_steps(step))`` is one compiled call for K optimizer steps (a
+    ``lax.scan``): the Python dispatch and the host sync are paid once per K
+    steps. K is the leading size of the batches, so each K compiles once.
+
+    Args:
+        step: a function like the one :func:`train_step` returns.
+
+    Returns:
+        ``multi(train_state, batches) -> (train_state, metrics)`` where every leaf
+        of ``batches`` has shape ``(K, ...)`` and every metric has shape ``(K,)``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, optax, nnfun as nf
+        >>> from nnfun.train import scan_steps
+        >>> model, opt = nf.Dense(1), optax.sgd(0.1)
+        >>> ts = nf.TrainState.create(model, opt, jax.random.key(0), jnp.zeros((1, 2)))
+        >>> multi = jax.jit(scan_steps(nf.train_step(model, nf.mse, opt)))
+        >>> ts, m = multi(ts, {"x": jnp.ones((8, 4, 2)), "y": jnp.zeros((8, 4, 1))})
+        >>> int(ts.step), m["loss"].shape
+        (8, (8,))
+    """
+
+    def multi(ts: TrainState, batches: Any) -> tuple[TrainState, Any]:
+        return jax.lax.scan(step, ts, batches)
+
+    return multi
