@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -40,6 +41,26 @@ def _chunks(start: int, steps: int, k: int, boundaries: list[int]):
             length = min(k, end - step)
             yield step, length
             step += length
+
+
+def _jit_all(model, loss_fn, optimizer, metrics) -> tuple:
+    step_fn = train_step(model, loss_fn, optimizer, metrics)
+    evaluate = eval_step(model, loss_fn, metrics)
+    return jax.jit(step_fn), jax.jit(scan_steps(step_fn)), jax.jit(evaluate)
+
+
+_cached_jit_all = functools.lru_cache(maxsize=16)(_jit_all)
+
+
+def _compiled(model, loss_fn, optimizer, metrics) -> tuple:
+    """The jitted single step, fused steps and evaluation; the same objects (so nothing
+    recompiles) when ``fit`` is called again with the same model, loss, optimizer object
+    and metrics, as in a notebook that trains a little more."""
+    metrics = tuple(sorted((metrics or {}).items()))
+    try:
+        return _cached_jit_all(model, loss_fn, optimizer, metrics)
+    except TypeError:  # something unhashable: compile afresh
+        return _jit_all(model, loss_fn, optimizer, dict(metrics))
 
 
 def fit(
@@ -146,10 +167,7 @@ def fit(
         train_state = checkpoints.resume(train_state)
     to_device, train_state = placer(mesh, train_state)
 
-    step_fn = train_step(model, loss_fn, optimizer, metrics)
-    single = jax.jit(step_fn)
-    fused = jax.jit(scan_steps(step_fn))
-    evaluate = jax.jit(eval_step(model, loss_fn, metrics))
+    single, fused, evaluate = _compiled(model, loss_fn, optimizer, metrics)
 
     start = int(train_state.step)
     bounds = _boundaries(steps, (eval_every if eval_data is not None else None, checkpoint_every))

@@ -1,0 +1,161 @@
+"""``fit``: history, fused steps, evaluation, checkpoint resume, the NaN guard, errors."""
+
+import chex
+import jax
+import numpy as np
+import optax
+import pytest
+
+import nnfun as nf
+from nnfun.checkpoint import CheckpointManager
+from nnfun.data import Batches
+
+RNG = np.random.default_rng(0)
+TRAIN = {
+    "x": RNG.normal(size=(32, 6)).astype(np.float32),
+    "y": RNG.integers(0, 3, size=32).astype(np.int32),
+}
+EVAL = {
+    "x": RNG.normal(size=(10, 6)).astype(np.float32),
+    "y": RNG.integers(0, 3, size=10).astype(np.int32),
+}
+MODEL = nf.Sequential({"hidden": nf.Dense(8), "relu": jax.nn.relu, "drop": nf.Dropout(0.25)})
+MODEL = nf.Sequential({"body": MODEL, "out": nf.Dense(3)})
+METRICS = {"accuracy": nf.accuracy}
+ADAM = optax.adam(1e-2)  # one object, so fit's compiled functions are reused across tests
+
+
+def run(steps, **kwargs):
+    options = dict(batch_size=8, seed=1, metrics=METRICS, progress=False)
+    options.update(kwargs)
+    return nf.fit(MODEL, nf.softmax_cross_entropy, ADAM, TRAIN, steps=steps, **options)
+
+
+def assert_same_state(a, b):
+    chex.assert_trees_all_equal(
+        (a.params, a.opt_state, a.step, jax.random.key_data(a.key)),
+        (b.params, b.opt_state, b.step, jax.random.key_data(b.key)),
+    )
+
+
+def test_history_and_eval_each_epoch():
+    ts, history = run(12, eval_data=EVAL)
+    assert int(ts.step) == 12
+    np.testing.assert_array_equal(history["train"]["step"], np.arange(1, 13))
+    assert history["train"]["loss"].shape == history["train"]["accuracy"].shape == (12,)
+    np.testing.assert_array_equal(history["eval"]["step"], [4, 8, 12])  # 32 / 8 = 4 per epoch
+    assert set(history["eval"]) == {"step", "loss", "accuracy"}
+
+
+def test_eval_metrics_equal_numpy_over_uneven_chunks():
+    ts, history = run(6, eval_data=EVAL, eval_every=6, eval_batch_size=4)  # chunks 4, 4, 2
+    p = jax.device_get(ts.params)
+    hidden = np.maximum(EVAL["x"] @ p["body"]["hidden"]["kernel"] + p["body"]["hidden"]["bias"], 0)
+    logits = hidden @ p["out"]["kernel"] + p["out"]["bias"]
+    shifted = logits - logits.max(-1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+    loss = -log_probs[np.arange(10), EVAL["y"]].mean()
+    np.testing.assert_allclose(history["eval"]["loss"], [loss], rtol=1e-5)
+    np.testing.assert_allclose(
+        history["eval"]["accuracy"], [(logits.argmax(-1) == EVAL["y"]).mean()]
+    )
+
+
+def test_steps_per_call_gives_the_same_run():
+    # 10 steps, evaluation every 6: calls of 4, 2 (to the evaluation), 4 with K=4.
+    ts1, h1 = run(10, eval_data=EVAL, eval_every=6, steps_per_call=1)
+    ts4, h4 = run(10, eval_data=EVAL, eval_every=6, steps_per_call=4)
+    assert_same_state(ts1, ts4)
+    np.testing.assert_array_equal(h1["train"]["loss"], h4["train"]["loss"])
+    np.testing.assert_array_equal(h1["eval"]["step"], [6, 10])
+    chex.assert_trees_all_equal(h1["eval"], h4["eval"])
+
+
+def test_resume_is_bitwise_equal(tmp_path):
+    straight, _ = run(12, checkpoint_dir=str(tmp_path / "a"), checkpoint_every=4)
+    run(8, checkpoint_dir=str(tmp_path / "b"), checkpoint_every=4, steps_per_call=2)  # "killed"
+    assert CheckpointManager(tmp_path / "b").latest_step() == 8
+    resumed, history = run(12, checkpoint_dir=str(tmp_path / "b"), checkpoint_every=4)
+    np.testing.assert_array_equal(history["train"]["step"], np.arange(9, 13))
+    assert_same_state(straight, resumed)
+
+
+def test_checkpoints_keep_the_last_n(tmp_path):
+    run(10, checkpoint_dir=str(tmp_path), checkpoint_every=2, keep=2, steps_per_call=2)
+    assert CheckpointManager(tmp_path).all_steps() == [8, 10]
+
+
+def nan_data(row):
+    x = TRAIN["x"].copy()
+    x[row, 0] = np.nan
+    return Batches({"x": x, "y": TRAIN["y"]}, 8, shuffle=False)
+
+
+def test_nan_guard_names_step_and_gradient_leaf(tmp_path):
+    with pytest.raises(FloatingPointError, match=r"at step 3; the first non-finite leaf is grads/"):
+        nf.fit(
+            MODEL, nf.softmax_cross_entropy, ADAM, nan_data(row=27), steps=8,
+            progress=False, checkpoint_dir=str(tmp_path), checkpoint_every=2, steps_per_call=2,
+        )  # fmt: skip
+    manager = CheckpointManager(tmp_path)
+    assert manager.latest_step() == 2
+    like = jax.device_get(nf.TrainState.create(MODEL, ADAM, jax.random.key(0), EVAL["x"]))
+    last = manager.restore(like=like.replace(key=jax.random.key_data(like.key)))
+    assert nf.train.first_nonfinite(last.params) is None
+
+
+def test_nan_guard_on_diverging_params():
+    with pytest.raises(FloatingPointError, match=r"at step \d+; the first non-finite leaf is"):
+        nf.fit(MODEL, nf.softmax_cross_entropy, optax.sgd(1e30), TRAIN, steps=20, batch_size=8,
+               progress=False)  # fmt: skip
+
+
+def test_nan_guard_off_lets_nan_through():
+    _, history = nf.fit(
+        MODEL, nf.softmax_cross_entropy, ADAM, nan_data(row=3), steps=2,
+        progress=False, nan_guard=False,
+    )  # fmt: skip
+    assert np.isnan(history["train"]["loss"][0])
+
+
+def test_progress_bar_shows_loss_and_eval(capsys):
+    run(4, progress=True, eval_data=EVAL, eval_every=4)
+    err = capsys.readouterr().err
+    assert "loss=" in err and "val_accuracy=" in err and "4/4" in err
+
+
+def test_mesh_data_parallel_matches_single_device():
+    from nnfun import parallel
+
+    mesh = parallel.make_mesh({"data": -1})
+    plain, _ = run(4, steps_per_call=2)
+    sharded, _ = run(4, steps_per_call=2, mesh=mesh)
+    chex.assert_trees_all_close(sharded.params, plain.params, rtol=1e-5, atol=1e-6)
+
+
+def test_given_train_state_is_continued():
+    ts, _ = run(4)
+    more, _ = run(6, train_state=ts)
+    straight, _ = run(6)
+    assert_same_state(more, straight)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"steps_per_call": 0}, ValueError, "steps_per_call must be a positive int, got 0"),
+        ({"steps": 0}, ValueError, "steps must be a positive int"),
+        ({"eval_every": -1}, ValueError, "eval_every must be a positive int"),
+        ({"checkpoint_every": 1.5}, ValueError, "checkpoint_every must be a positive int"),
+        ({"batch_size": None}, ValueError, "batch_size is required"),
+    ],
+)
+def test_bad_arguments(kwargs, error, match):
+    options = {"steps": 2, "batch_size": 8, "progress": False, **kwargs}
+    with pytest.raises(error, match=match):
+        nf.fit(MODEL, nf.softmax_cross_entropy, ADAM, TRAIN, **options)
+
+
+def test_bad_train_data():
+    with pytest.raises(TypeError, match="train_data must be a dict"):
+        nf.fit(MODEL, nf.mse, ADAM, [TRAIN], steps=2, batch_size=8, progress=False)
