@@ -59,6 +59,11 @@ def test_train_state_is_a_pytree(key):
     doubled = jax.jit(lambda t: jax.tree.map(lambda a: a, t))(ts)
     assert isinstance(doubled, nf.TrainState)
     assert int(ts.replace(step=jnp.int32(5)).step) == 5
+    assert ts.key.dtype == jnp.uint32  # raw key data: typed keys leave jit's fast path
+    from_raw = nf.TrainState.create(
+        nf.Dense(3), optax.adam(1e-3), jax.random.key_data(key), jnp.zeros((1, 2))
+    )
+    chex.assert_trees_all_equal(from_raw, ts)
 
 
 def test_one_step_equals_numpy_sgd(key):
@@ -132,9 +137,7 @@ def test_scan_steps_equals_single_steps(key):
         expected.append(m)
     stacked = jax.tree.map(lambda *a: np.stack(a), *batches)
     fused, metrics = jax.jit(scan_steps(step))(ts, stacked)
-    chex.assert_trees_all_close(
-        (fused.params, fused.opt_state, fused.step), (single.params, single.opt_state, single.step)
-    )
+    chex.assert_trees_all_close(fused, single)
     assert metrics["loss"].shape == (5,)
     np.testing.assert_allclose(metrics["loss"], [m["loss"] for m in expected], rtol=1e-6)
 

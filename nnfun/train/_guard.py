@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._step import LossFn, TrainState
+from ._step import LossFn, TrainState, step_key
 
 
 def _path_str(path: tuple) -> str:
@@ -53,7 +53,7 @@ def first_nonfinite(tree: Any) -> str | None:
 
 def _gradients(model, loss_fn: LossFn) -> Callable:
     def grads(ts: TrainState, batch: Any):
-        key = jax.random.fold_in(ts.key, ts.step)
+        key = step_key(ts)
 
         def objective(params):
             outputs, _ = model.apply(params, ts.state, batch["x"], key=key, train=True)

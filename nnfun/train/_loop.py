@@ -113,11 +113,6 @@ class Progress:
             self.bar.set_postfix(self.postfix)
 
 
-def _keys_to_data(train_state: TrainState) -> TrainState:
-    # Checkpoint formats store plain arrays; a typed PRNG key travels as its uint32 data.
-    return train_state.replace(key=jax.random.key_data(train_state.key))
-
-
 class Checkpoints:
     """``fit``'s use of ``nnfun.checkpoint.CheckpointManager``: resume and guarded saves."""
 
@@ -131,14 +126,11 @@ class Checkpoints:
         latest = self.manager.latest_step()
         if latest is None:
             return train_state
-        like = _keys_to_data(train_state)
-        restored = self.manager.restore(latest, like=like)
-        impl = jax.random.key_impl(train_state.key)
-        return restored.replace(key=jax.random.wrap_key_data(restored.key, impl=impl))
+        return self.manager.restore(latest, like=train_state)
 
     def save(self, step: int, train_state: TrainState, guard: bool) -> None:
         """Saves ``train_state`` as ``step``; with ``guard``, refuses non-finite params."""
-        host = jax.device_get(_keys_to_data(train_state))
+        host = jax.device_get(train_state)
         if guard:
             where = first_nonfinite(host.params)
             if where is not None:
