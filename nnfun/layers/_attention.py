@@ -15,15 +15,19 @@ _CACHE_KEYS = {"key", "value", "index"}
 
 
 def _attend(q, k, v, mask, dropout: float, key) -> jax.Array:
-    """Softmax attention with dropout on the weights; ``q (B,T,H,D)``, ``k, v (B,S,K,D)``."""
+    """Softmax attention in the inputs' dtype, with optional dropout on the weights.
+
+    ``q (B, T, H, D)``, ``k, v (B, S, K, D)``; ``key=None`` means no dropout.
+    """
     groups = q.shape[2] // k.shape[2]
     k, v = jnp.repeat(k, groups, axis=2), jnp.repeat(v, groups, axis=2)
     logits = jnp.einsum("bthd,bshd->bhts", q, k) / jnp.sqrt(q.shape[-1]).astype(q.dtype)
     if mask is not None:
         logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
     weights = jax.nn.softmax(logits, axis=-1)
-    keep = jax.random.bernoulli(key, 1.0 - dropout, weights.shape)
-    weights = jnp.where(keep, weights / (1.0 - dropout), jnp.zeros_like(weights))
+    if key is not None:
+        keep = jax.random.bernoulli(key, 1.0 - dropout, weights.shape)
+        weights = jnp.where(keep, weights / (1.0 - dropout), jnp.zeros_like(weights))
     return jnp.einsum("bhts,bshd->bthd", weights, v)
 
 
@@ -140,7 +144,7 @@ class MultiHeadAttention(Layer):
         spec = jax.ShapeDtypeStruct((*q.shape[:2], dense["query"].features), q.dtype)
         params["out"], _, _ = init_child("out", dense["out"], key, spec)
         if mask is not None:
-            self._mask(mask, q.shape[0], q.shape[1], k.shape[1])
+            jax.eval_shape(lambda m: self._mask(m, q.shape[0], q.shape[1], k.shape[1]), mask)
         return params, {}
 
     def _mask(self, mask, batch, q_len, k_len) -> jax.Array:
@@ -186,12 +190,14 @@ class MultiHeadAttention(Layer):
         return out, state
 
     def _attention(self, q, k, v, mask, causal, key, train):
-        if train and self.dropout > 0.0:
-            if causal:
-                tri = jnp.tril(jnp.ones((q.shape[1], k.shape[1]), jnp.bool_))[None, None]
-                mask = tri if mask is None else jnp.logical_and(mask, tri)
-            return _attend(q, k, v, mask, self.dropout, require_key(self, key))
-        return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal)
+        dropout = train and self.dropout > 0.0
+        # jax.nn.dot_product_attention takes its softmax in float32; float64 keeps our path.
+        if not dropout and q.dtype != jnp.float64:
+            return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal)
+        if causal:
+            tri = jnp.tril(jnp.ones((q.shape[1], k.shape[1]), jnp.bool_))[None, None]
+            mask = tri if mask is None else jnp.logical_and(mask, tri)
+        return _attend(q, k, v, mask, self.dropout, require_key(self, key) if dropout else None)
 
     def init_cache(self, params: dict, batch_size: int, max_length: int) -> dict:
         """An empty KV cache for decoding ``batch_size`` sequences of up to ``max_length``.
