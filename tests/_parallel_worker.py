@@ -5,6 +5,7 @@ before JAX starts:
     XLA_FLAGS=--xla_force_host_platform_device_count=8 python tests/_parallel_worker.py
 """
 
+import functools
 import json
 import os
 import sys
@@ -92,11 +93,16 @@ def layout(tree):
     }
 
 
+@functools.cache
+def reference(n_steps, dtype):
+    return train(n_steps, dtype)[1]
+
+
 def compare(n_steps, dtype, mesh, rules=None):
-    _, reference = train(n_steps, dtype)
+    reference_history = reference(n_steps, dtype)
     ts, history = train(n_steps, dtype, mesh, rules)
     return {
-        "diffs": max_diffs(reference, history),
+        "diffs": max_diffs(reference_history, history),
         "params": layout(ts["params"]),
         "mu": layout(ts["opt_state"][0].mu),
     }
@@ -114,6 +120,40 @@ def attention_like_layout(mesh):
     return layout(P.place_state(params, mesh, rules))
 
 
+def with_train_module(mesh):
+    """nf.TrainState + nf.train_step (dropout: the key is replicated) and nf.fit(mesh=)."""
+    model = nf.Sequential([nf.Dense(16), jax.nn.relu, nf.Dropout(0.25), nf.Dense(8)])
+    step = nf.train_step(model, nf.softmax_cross_entropy, OPTIMIZER)
+    batch_list = list(batches(3, np.float32))
+    single = nf.TrainState.create(model, OPTIMIZER, jax.random.key(0), jnp.zeros((1, FEATURES)))
+    sharded = P.place_state(single, mesh)
+    run, reference = P.data_parallel_step(step, mesh, sharded), jax.jit(step)
+    for batch in batch_list:
+        single, _ = reference(single, batch)
+        sharded, _ = run(sharded, P.shard_batch(batch, mesh))
+    data = {k: np.concatenate([b[k] for b in batch_list]) for k in ("x", "y")}
+    fits = [
+        nf.fit(
+            model,
+            nf.softmax_cross_entropy,
+            OPTIMIZER,
+            data,
+            steps=4,
+            batch_size=BATCH,
+            steps_per_call=2,
+            progress=False,
+            mesh=m,
+        )[0]
+        for m in (None, mesh)
+    ]
+    return {
+        "step_diff": max_diffs([single.params], [sharded.params])[0],
+        "fit_diff": max_diffs([fits[0].params], [fits[1].params])[0],
+        "fit_spec": str(jax.tree.leaves(fits[1].params)[0].sharding.spec),
+        "fit_devices": len(jax.tree.leaves(fits[1].params)[0].sharding.device_set),
+    }
+
+
 def main():
     data_mesh = P.make_mesh({"data": 8})
     two_d = P.make_mesh({"data": 4, "model": 2})
@@ -128,6 +168,7 @@ def main():
         "tensor": compare(4, np.float32, two_d, megatron),
         "attention": attention_like_layout(two_d),
         "batch": layout({"x": batch["x"]})["x"],
+        "train_module": with_train_module(data_mesh),
     }
     with jax.enable_x64(True):
         result["x64"] = compare(30, np.float64, data_mesh)

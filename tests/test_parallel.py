@@ -105,6 +105,15 @@ def test_shard_batch_splits_rows(eight):
     assert eight["batch"] == {"spec": "P('data',)", "shards": [[4, 8]], "devices": 8}
 
 
+@pytest.mark.slow
+def test_train_step_and_fit_with_a_mesh_match_one_device(eight):
+    # nf.train_step with dropout (a replicated key) and nf.fit(mesh=, steps_per_call=2).
+    result = eight["train_module"]
+    assert result["step_diff"] < 1e-6
+    assert result["fit_diff"] < 1e-6
+    assert result["fit_spec"] == "P()" and result["fit_devices"] == 8
+
+
 # --- one device and abstract meshes -------------------------------------------------------
 
 
