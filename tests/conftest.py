@@ -5,6 +5,10 @@ import pytest
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
+# Helper scripts run in subprocesses (``tests/_*.py``) are not test modules, and
+# importing them for doctest collection would run their set-up.
+collect_ignore_glob = ["_*.py"]
+
 
 @pytest.fixture
 def key():
