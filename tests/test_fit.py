@@ -1,5 +1,9 @@
 """``fit``: history, fused steps, evaluation, checkpoint resume, the NaN guard, errors."""
 
+import os
+import subprocess
+import sys
+
 import chex
 import jax
 import numpy as np
@@ -156,3 +160,34 @@ def test_bad_arguments(kwargs, error, match):
 def test_bad_train_data():
     with pytest.raises(TypeError, match="train_data must be a dict"):
         nf.fit(MODEL, nf.mse, ADAM, [TRAIN], steps=2, batch_size=8, progress=False)
+
+
+MESH_SCRIPT = """
+import jax, numpy as np, optax, nnfun as nf
+from nnfun import parallel
+assert jax.device_count() == 2
+rng = np.random.default_rng(0)
+data = {"x": rng.normal(size=(32, 6)).astype(np.float32),
+        "y": rng.integers(0, 3, size=32).astype(np.int32)}
+model = nf.Sequential([nf.Dense(8), jax.nn.relu, nf.Dense(3)])
+opt = optax.adam(1e-2)
+def run(**kw):
+    return nf.fit(model, nf.softmax_cross_entropy, opt, data, steps=6, batch_size=8,
+                  steps_per_call=4, progress=False, **kw)[0]
+plain, sharded = run(), run(mesh=parallel.make_mesh({"data": -1}))
+batch_sharding = sharded.params["0"]["kernel"].sharding
+assert len(batch_sharding.device_set) == 2, batch_sharding
+np.testing.assert_allclose(sharded.params["0"]["kernel"], plain.params["0"]["kernel"],
+                           rtol=1e-5, atol=1e-6)
+print("ok")
+"""
+
+
+@pytest.mark.slow  # a subprocess with two host devices
+def test_mesh_over_two_devices_matches_one():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    env["JAX_PLATFORMS"] = "cpu"
+    result = subprocess.run(
+        [sys.executable, "-c", MESH_SCRIPT], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
