@@ -83,7 +83,8 @@ print(f"test accuracy: {history['eval']['accuracy'][-1]:.3f}")
 
 # %%
 fig, ax = plt.subplots(figsize=(7, 3.5))
-ax.plot(history["train"]["step"], history["train"]["loss"], lw=0.5, alpha=0.5, label="train (per step)")
+ax.plot(history["train"]["step"], history["train"]["loss"], lw=0.5, alpha=0.5,
+        label="train (per step)")
 ax.plot(history["eval"]["step"], history["eval"]["loss"], "o-", label="test")
 ax.set(xlabel="step", ylabel="cross-entropy", yscale="log", title="MLP on MNIST-1D")
 ax.legend()
