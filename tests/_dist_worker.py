@@ -29,6 +29,8 @@ if MODE != "single":
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
+from jax.experimental import multihost_utils  # noqa: E402
+from jax.sharding import PartitionSpec as PS  # noqa: E402
 
 import nnfun as nf  # noqa: E402
 
@@ -59,25 +61,36 @@ def local_share(batch):
     return jax.tree.map(lambda a: a[i * len(a) // n : (i + 1) * len(a) // n], batch)
 
 
-def main():
-    mesh = P.make_mesh({"data": -1})
+def train(mesh, rules):
     params, _ = MODEL.init(jax.random.key(0), jnp.zeros((1, 5), jnp.float64))
     params = jax.tree.map(lambda a: a.astype(jnp.float64), params)
-    ts = P.place_state({"params": params, "opt_state": OPTIMIZER.init(params)}, mesh)
-    run = P.data_parallel_step(step, mesh, ts)
+    ts = P.place_state({"params": params, "opt_state": OPTIMIZER.init(params)}, mesh, rules)
+    run = P.data_parallel_step(step, mesh, ts, rules=rules)
     for batch in global_batches():
         ts, loss = run(ts, P.shard_batch(local_share(batch), mesh))
+    return ts, loss
+
+
+def main():
+    mesh = P.make_mesh({"data": -1})
+    ts, loss = train(mesh, None)
     # Replicated params: every process holds a full copy on its local devices.
     flat = {
         path: np.asarray(leaf.addressable_data(0)).tolist()
         for path, leaf in nf.flatten_params(ts["params"]).items()
     }
+    # FSDP: each process holds half of each kernel; gather the whole for the comparison.
+    sharded, _ = train(mesh, {"0/kernel": PS(None, "data")})
+    kernel = sharded["params"]["0"]["kernel"]
+    gathered = multihost_utils.process_allgather(sharded["params"], tiled=True)
     result = {
         "processes": jax.process_count(),
         "devices": jax.device_count(),
         "local_devices": jax.local_device_count(),
         "loss": float(np.asarray(loss.addressable_data(0))),
         "params": flat,
+        "fsdp_params": {k: np.asarray(v).tolist() for k, v in nf.flatten_params(gathered).items()},
+        "fsdp_local_shards": [list(s.data.shape) for s in kernel.addressable_shards],
     }
     with open(OUT, "w") as f:
         json.dump(result, f)

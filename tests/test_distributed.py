@@ -72,6 +72,12 @@ def test_two_processes_train_like_one(tmp_path):
         # float64, 20 Adam steps: only the order of the gradient sum differs.
         np.testing.assert_allclose(first["params"][path], value, rtol=0, atol=1e-12)
     np.testing.assert_allclose(first["loss"], single["loss"], rtol=1e-12)
+    # Kernels sharded over both processes (FSDP-style) train the same way.
+    assert first["fsdp_local_shards"] == [[5, 4], [5, 4]]  # (5, 16) over 4 devices, 2 local
+    assert single["fsdp_local_shards"] == [[5, 4]] * 4
+    for path, value in single["params"].items():
+        np.testing.assert_allclose(first["fsdp_params"][path], value, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(second["fsdp_params"][path], value, rtol=0, atol=1e-12)
 
 
 @pytest.mark.slow
