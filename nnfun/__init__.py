@@ -1,7 +1,33 @@
 """nnfun: functional neural networks on JAX.
 
-A model is a frozen dataclass of hyperparameters; its parameters are a plain
-pytree you hold; ``init`` and ``apply`` are pure functions.
+A model is a frozen, hashable dataclass of hyperparameters; its parameters are
+a plain pytree you hold; ``init`` and ``apply`` are pure functions, so
+``jax.jit``, ``jax.grad``, ``jax.vmap`` and ``jax.lax.scan`` apply to them
+directly.
+
+    params, state = model.init(key, x_spec)        # x_spec: ShapeDtypeStruct or array
+    y, state = model.apply(params, state, x, *, key=None, train=False)
+
+Example:
+    >>> import jax, jax.numpy as jnp, nnfun as nf
+    >>> model = nf.Sequential([nf.Dense(32), jax.nn.relu, nf.Dense(10)])
+    >>> params, state = model.init(jax.random.key(0), jax.ShapeDtypeStruct((1, 40), jnp.float32))
+    >>> jax.tree.map(jnp.shape, params)
+    {'0': {'bias': (32,), 'kernel': (40, 32)}, '2': {'bias': (10,), 'kernel': (32, 10)}}
+    >>> y, state = model.apply(params, state, jnp.ones((8, 40)))
+    >>> y.shape
+    (8, 10)
+
+Every public layer, combinator and tool is importable from ``nnfun`` itself.
+The subpackages group them: ``nnfun.core`` (the contract, combinators,
+``Stack``, parameter tools, ``summary``, configs), ``nnfun.layers`` (the layer
+catalogue), ``nnfun.train`` (``TrainState``, pure steps, ``fit``, losses),
+``nnfun.data`` (offline datasets and batching), ``nnfun.models`` (GPT, MNIST-1D
+recipes), ``nnfun.checkpoint``, ``nnfun.parallel``, ``nnfun.ops`` and
+``nnfun.testing`` (the conformance checks for your own layers).
+
+The repository's ``notebooks/`` show it at work (start with
+``quickstart.ipynb``); ``docs/design.md`` explains the design decisions.
 """
 
 from .core import ACTIVATIONS as ACTIVATIONS

@@ -1,4 +1,19 @@
-"""The layer contract, combinators, parameter tools and configs."""
+"""The layer contract, combinators, parameter tools and configs.
+
+A layer subclasses :class:`Layer` and becomes a frozen dataclass; it implements
+``init(key, x_spec) -> (params, state)`` and ``apply(params, state, x, *,
+key=None, train=False) -> (y, state)``. Combinators (:class:`Sequential`,
+:class:`Parallel`, :class:`Branch`, :class:`Residual`, ``Stack``) run their
+children through :func:`init_child` / :func:`apply_child`, which give each
+child its path (used in error messages and parameter keys) and its key (the
+parent's key folded with a CRC32 of the child's name).
+
+Parameter tools work on the nested-dict params: :func:`count_params`,
+:func:`flatten_params` / :func:`unflatten_params` (``"a/b/c"`` paths) and
+:func:`labels` (glob rules to label trees for ``optax.multi_transform``).
+:func:`summary` tabulates shapes, parameter counts and FLOPs per layer;
+:func:`to_config` / :func:`from_config` turn a model into JSON and back.
+"""
 
 from ._combinators import ACTIVATIONS as ACTIVATIONS
 from ._combinators import Activation as Activation

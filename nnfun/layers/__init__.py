@@ -1,4 +1,13 @@
-"""The layer catalogue; every name is re-exported from ``nnfun``."""
+"""The layer catalogue; every name is re-exported from ``nnfun``.
+
+Families, one private module each: dense (``Dense``), convolution and pooling
+(``Conv``, ``ConvTranspose``, ``MaxPool``, ``AvgPool``, global pooling),
+normalisation (``BatchNorm``, ``LayerNorm``, ``RMSNorm``, ``GroupNorm``),
+``Dropout``, ``Embedding``, shape layers (``Flatten``, ``Reshape``), recurrent
+cells (``SimpleRNN``, ``LSTM``, ``GRU``) with the scan-over-time wrapper ``RNN``
+and ``Bidirectional``, attention and transformer blocks, and positional
+encodings. Inputs are batched and channels-last; dense kernels are ``(in, out)``.
+"""
 
 from ._batchnorm import BatchNorm as BatchNorm
 from ._conv import Conv as Conv

@@ -1,1 +1,7 @@
-"""Ready-made models with training recipes (``nnfun.models.mnist1d.RECIPES``)."""
+"""Ready-made models built from the public layers.
+
+``nnfun.models.gpt``: a GPT-style decoder language model (``GPT``) and
+jit-compiled sampling with a KV cache (``generate``).
+``nnfun.models.mnist1d``: models for MNIST-1D with the recipes that train them
+(``RECIPES``: name to a function returning a ``Recipe``).
+"""
