@@ -81,6 +81,13 @@ def test_resume_is_bitwise_equal(tmp_path):
     assert_same_state(straight, resumed)
 
 
+def test_resume_of_a_finished_run_trains_nothing(tmp_path):
+    done, _ = run(4, checkpoint_dir=str(tmp_path), eval_data=EVAL)
+    again, history = run(4, checkpoint_dir=str(tmp_path), eval_data=EVAL)
+    assert_same_state(done, again)
+    assert history["train"]["loss"].shape == history["eval"]["accuracy"].shape == (0,)
+
+
 def test_checkpoints_keep_the_last_n(tmp_path):
     run(10, checkpoint_dir=str(tmp_path), checkpoint_every=2, keep=2, steps_per_call=2)
     assert CheckpointManager(tmp_path).all_steps() == [8, 10]

@@ -200,10 +200,12 @@ def fit(
                 end == steps or (checkpoint_every and end % checkpoint_every == 0)
             ):
                 checkpoints.save(end, train_state, nan_guard)
-    return train_state, {name: _concat(rows) for name, rows in history.items()}
+    names = ["step", "loss", *sorted(metrics or {})]
+    return train_state, {part: _concat(rows, names) for part, rows in history.items()}
 
 
-def _concat(rows: list[dict]) -> dict[str, np.ndarray]:
+def _concat(rows: list[dict], names: list[str]) -> dict[str, np.ndarray]:
+    """Joins per-call rows into one array per name (empty arrays when nothing ran)."""
     if not rows:
-        return {}
-    return {name: np.concatenate([np.atleast_1d(r[name]) for r in rows]) for name in rows[0]}
+        return {name: np.zeros((0,), np.int64 if name == "step" else np.float32) for name in names}
+    return {name: np.concatenate([np.atleast_1d(r[name]) for r in rows]) for name in names}
