@@ -118,6 +118,17 @@ def test_nan_guard_on_diverging_params():
                progress=False)  # fmt: skip
 
 
+def test_checkpoint_refuses_non_finite_params(tmp_path):
+    # The first loss is finite, but the update makes every parameter NaN.
+    nan_updates = optax.scale(float("nan"))
+    with pytest.raises(
+        FloatingPointError, match=r"params/body/hidden/bias is non-finite after step 1"
+    ):
+        nf.fit(MODEL, nf.softmax_cross_entropy, nan_updates, TRAIN, steps=1, batch_size=8,
+               progress=False, checkpoint_dir=str(tmp_path))  # fmt: skip
+    assert CheckpointManager(tmp_path).latest_step() is None
+
+
 def test_nan_guard_off_lets_nan_through():
     _, history = nf.fit(
         MODEL, nf.softmax_cross_entropy, ADAM, nan_data(row=3), steps=2,
