@@ -175,6 +175,13 @@ def test_bad_arguments(kwargs, error, match):
         nf.fit(MODEL, nf.softmax_cross_entropy, ADAM, TRAIN, **options)
 
 
+def test_unequal_batches_cannot_be_fused():
+    ragged = Batches(TRAIN, 12, shuffle=False, drop_remainder=False)  # 12, 12, 8
+    with pytest.raises(ValueError, match="needs equal shapes.*drop_remainder=True"):
+        nf.fit(MODEL, nf.softmax_cross_entropy, ADAM, ragged, steps=3, steps_per_call=3,
+               progress=False)  # fmt: skip
+
+
 def test_bad_train_data():
     with pytest.raises(TypeError, match="train_data must be a dict"):
         nf.fit(MODEL, nf.mse, ADAM, [TRAIN], steps=2, batch_size=8, progress=False)

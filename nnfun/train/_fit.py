@@ -177,12 +177,7 @@ def fit(
         for first_step, length in _chunks(start, steps, steps_per_call, bounds):
             chunk = [next(stream) for _ in range(length)]
             before = train_state
-            if length == 1:
-                train_state, values = single(train_state, to_device(chunk[0]))
-                values = jax.tree.map(lambda v: np.asarray(v)[None], values)
-            else:
-                train_state, values = fused(train_state, to_device(stack(chunk), stacked=True))
-                values = jax.device_get(values)
+            train_state, values = _call(single, fused, train_state, chunk, to_device)
             losses = np.asarray(values["loss"])
             if nan_guard and not np.all(np.isfinite(losses)):
                 bad = int(np.argmax(~np.isfinite(losses)))
@@ -202,6 +197,15 @@ def fit(
                 checkpoints.save(end, train_state, nan_guard)
     names = ["step", "loss", *sorted(metrics or {})]
     return train_state, {part: _concat(rows, names) for part, rows in history.items()}
+
+
+def _call(single, fused, train_state, chunk, to_device):
+    """One compiled call over ``chunk``; the metrics come back as host arrays ``(len,)``."""
+    if len(chunk) == 1:
+        train_state, values = single(train_state, to_device(chunk[0]))
+        return train_state, jax.tree.map(lambda v: np.asarray(v)[None], values)
+    train_state, values = fused(train_state, to_device(stack(chunk), stacked=True))
+    return train_state, jax.device_get(values)
 
 
 def _concat(rows: list[dict], names: list[str]) -> dict[str, np.ndarray]:

@@ -32,6 +32,12 @@ def make_batches(train_data: Any, batch_size: int | None, seed: int) -> Any:
 
 def stack(batches: list[dict]) -> dict:
     """Stacks K batches on a new leading axis (on the host; one transfer follows)."""
+    shapes = {tuple(np.shape(leaf) for leaf in jax.tree.leaves(b)) for b in batches}
+    if len(shapes) > 1:
+        raise ValueError(
+            "fit: steps_per_call > 1 stacks batches, which needs equal shapes, got "
+            f"{sorted(shapes)}. Fix: Batches(..., drop_remainder=True), or steps_per_call=1."
+        )
     return jax.tree.map(lambda *leaves: np.stack(leaves), *batches)
 
 
