@@ -108,16 +108,31 @@ def compare(n_steps, dtype, mesh, rules=None):
     }
 
 
-def attention_like_layout(mesh):
-    """Tensor-parallel rules on attention-shaped weights: heads split over "model"."""
-    params = {
-        "attn": {
-            "query": {"kernel": jnp.zeros((16, 4, 8))},
-            "out": {"kernel": jnp.zeros((4, 8, 16)), "bias": jnp.zeros((16,))},
-        }
+def attention_tensor_parallel(mesh):
+    """nf.MultiHeadAttention with heads split over "model": layout, and training vs one device."""
+    model = nf.Residual(nf.MultiHeadAttention(num_heads=4))
+    rules = {  # Megatron: q/k/v columns (head-major) and out rows split by head
+        "layer/out/kernel": PS("model"),
+        "layer/out/bias": PS(),
+        "layer/*/kernel": PS(None, "model"),
+        "layer/*/bias": PS("model"),
     }
-    rules = {"**/query/kernel": PS(None, "model"), "**/out/kernel": PS("model")}
-    return layout(P.place_state(params, mesh, rules))
+    x = np.random.default_rng(2).normal(size=(8, 5, 16)).astype(np.float32)
+    # SGD, not Adam: the key bias gets an exactly-zero gradient (softmax ignores a shift
+    # shared by all keys), and Adam's first step turns its rounding noise into +-lr.
+    optimizer = optax.sgd(0.1)
+    ts = nf.TrainState.create(model, optimizer, jax.random.key(0), x)
+    step = nf.train_step(model, nf.mse, optimizer)
+    batch = {"x": x, "y": np.zeros_like(x)}
+    single, _ = jax.jit(step)(ts, batch)
+    sharded = P.place_state(ts, mesh, rules)
+    sharded, _ = P.data_parallel_step(step, mesh, sharded, rules=rules)(
+        sharded, P.shard_batch(batch, mesh)
+    )
+    return {
+        "layout": layout(sharded.params),
+        "diff": max_diffs([single.params], [sharded.params])[0],
+    }
 
 
 def with_train_module(mesh):
@@ -166,7 +181,7 @@ def main():
         "fsdp_rules": {k: str(v) for k, v in P.fsdp_rules(params, data_mesh).items()},
         "fsdp": compare(4, np.float32, data_mesh, P.fsdp_rules(params, data_mesh)),
         "tensor": compare(4, np.float32, two_d, megatron),
-        "attention": attention_like_layout(two_d),
+        "attention": attention_tensor_parallel(two_d),
         "batch": layout({"x": batch["x"]})["x"],
         "train_module": with_train_module(data_mesh),
     }

@@ -94,10 +94,13 @@ def test_tensor_parallel_dense_layout(eight):
 
 @pytest.mark.slow
 def test_tensor_parallel_attention_heads(eight):
-    layout = eight["attention"]
-    assert layout["attn/query/kernel"]["shards"] == [[16, 2, 8]]  # 4 heads over 2 devices
-    assert layout["attn/out/kernel"]["shards"] == [[2, 8, 16]]
-    assert layout["attn/out/bias"]["spec"] == "P()"
+    layout = eight["attention"]["layout"]
+    for name in ("query", "key", "value"):  # (16, 4 heads x 4) -> 2 heads per "model" device
+        assert layout[f"layer/{name}/kernel"]["shards"] == [[16, 8]]
+    assert layout["layer/query/bias"]["shards"] == [[8]]
+    assert layout["layer/out/kernel"]["shards"] == [[8, 16]]
+    assert layout["layer/out/bias"]["spec"] == "P()"
+    assert eight["attention"]["diff"] < 1e-6  # one training step equals one device's
 
 
 @pytest.mark.slow
