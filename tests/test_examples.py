@@ -39,6 +39,9 @@ def test_unknown_model_is_rejected(capsys):
     with pytest.raises(SystemExit):
         example.parse_args(["--model", "nope"])
     assert "invalid choice: 'nope'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        example.parse_args(["--steps-per-call", "0"])
+    assert "argument --steps-per-call: must be positive, got 0" in capsys.readouterr().err
 
 
 def test_mlp_recipe_is_the_papers_architecture():

@@ -17,24 +17,33 @@ from ..models.mnist1d import RECIPES, Recipe
 from ..train import accuracy, fit, softmax_cross_entropy
 
 
+def _positive(kind):
+    def convert(text: str):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+
+    convert.__name__ = kind.__name__  # argparse names the type in its error messages
+    return convert
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parses the command line; unset options fall back to the recipe's values."""
     parser = argparse.ArgumentParser(
         prog="python -m nnfun.examples.mnist1d",
         description="Train a model on MNIST-1D (generated offline) and print its test accuracy.",
     )
-    parser.add_argument("--model", default="mlp", choices=sorted(RECIPES), help="recipe name")
-    parser.add_argument("--steps", type=int, help="optimizer steps (default: the recipe's)")
-    parser.add_argument("--batch-size", type=int, help="examples per step (default: recipe)")
-    parser.add_argument("--lr", type=float, help="peak learning rate (default: recipe)")
-    parser.add_argument(
-        "--seed", type=int, default=0, help="seeds the data, the initialisation and dropout"
-    )
-    parser.add_argument(
-        "--steps-per-call", type=int, default=20, help="optimizer steps fused per compiled call"
-    )
-    parser.add_argument("--eval-every", type=int, default=500, help="steps between evaluations")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    count, rate = _positive(int), _positive(float)
+    add = parser.add_argument
+    add("--model", default="mlp", choices=sorted(RECIPES), help="recipe name (default: mlp)")
+    add("--steps", type=count, help="optimizer steps (default: the recipe's)")
+    add("--batch-size", type=count, help="examples per step (default: the recipe's)")
+    add("--lr", type=rate, help="peak learning rate (default: the recipe's)")
+    add("--seed", type=int, default=0, help="seeds the data, init and dropout (default: 0)")
+    add("--steps-per-call", type=count, default=20, help="steps fused per call (default: 20)")
+    add("--eval-every", type=count, default=500, help="steps between evaluations (default: 500)")
+    add("--no-progress", action="store_true", help="hide the progress bar")
     return parser.parse_args(argv)
 
 
