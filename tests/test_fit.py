@@ -63,13 +63,13 @@ def test_eval_metrics_equal_numpy_over_uneven_chunks():
 
 
 def test_steps_per_call_gives_the_same_run():
-    # 10 steps, evaluation every 6: calls of 4, 2 (to the evaluation), 4 with K=4.
-    ts1, h1 = run(10, eval_data=EVAL, eval_every=6, steps_per_call=1)
-    ts4, h4 = run(10, eval_data=EVAL, eval_every=6, steps_per_call=4)
-    assert_same_state(ts1, ts4)
-    np.testing.assert_array_equal(h1["train"]["loss"], h4["train"]["loss"])
-    np.testing.assert_array_equal(h1["eval"]["step"], [6, 10])
-    chex.assert_trees_all_equal(h1["eval"], h4["eval"])
+    # 20 steps, evaluation every 18: calls of 16, 2 (to the evaluation), 2 with K=16.
+    ts1, h1 = run(20, eval_data=EVAL, eval_every=18, steps_per_call=1)
+    ts16, h16 = run(20, eval_data=EVAL, eval_every=18, steps_per_call=16)
+    assert_same_state(ts1, ts16)
+    np.testing.assert_array_equal(h1["train"]["loss"], h16["train"]["loss"])
+    np.testing.assert_array_equal(h1["eval"]["step"], [18, 20])
+    chex.assert_trees_all_equal(h1["eval"], h16["eval"])
 
 
 def test_resume_is_bitwise_equal(tmp_path):
