@@ -140,7 +140,7 @@ def test_nan_guard_off_lets_nan_through():
 def test_progress_bar_shows_loss_and_eval(capsys):
     run(4, progress=True, eval_data=EVAL, eval_every=4)
     err = capsys.readouterr().err
-    assert "loss=" in err and "val_accuracy=" in err and "4/4" in err
+    assert "loss=" in err and " accuracy=" in err and "val_accuracy=" in err and "4/4" in err
 
 
 def test_mesh_data_parallel_matches_single_device():

@@ -186,7 +186,7 @@ def fit(
                 )
             end = first_step + length
             history["train"].append({"step": np.arange(first_step + 1, end + 1), **values})
-            bar.advance(length, {"loss": float(losses[-1])})
+            bar.advance(length, {name: float(v[-1]) for name, v in values.items()})
             if eval_data is not None and (end % eval_every == 0 or end == steps):
                 result = evaluate_all(evaluate, train_state, eval_data, eval_batch_size, to_device)
                 history["eval"].append({"step": np.array([end]), **result})
