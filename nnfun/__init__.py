@@ -56,6 +56,7 @@ from .core._precision import Policy as Policy
 from .core._remat import Remat as Remat
 from . import checkpoint as checkpoint
 from . import parallel as parallel
+from . import ops as ops
 from .checkpoint import load as load
 from .checkpoint import load_model as load_model
 from .checkpoint import save as save
