@@ -74,7 +74,7 @@ class Stack(Layer):
             )
 
     def children(self):
-        return tuple((str(i), self.layer) for i in range(self.n))
+        return (("layer", self.layer),)
 
     def _salts(self) -> jax.Array:
         # The CRC32 of each copy's name, as Sequential would fold it into the key.

@@ -5,3 +5,6 @@ jit-compiled sampling with a KV cache (``generate``).
 ``nnfun.models.mnist1d``: models for MNIST-1D with the recipes that train them
 (``RECIPES``: name to a function returning a ``Recipe``).
 """
+
+from .gpt import GPT as GPT
+from .gpt import generate as generate
