@@ -13,7 +13,8 @@ starts. In each, two contenders train the same MLP (the MNIST-1D paper's
   ``data_parallel_step``.
 
 Rounds run both contenders once each (interleaved), a round being ``inner``
-steps; the table gives the median examples per second.
+steps, each waited for before the next is dispatched (see the note on XLA:CPU
+collectives in docs/design.md); the table gives the median examples per second.
 
 Read the numbers honestly: the "devices" are threads of one CPU process, and this
 machine has 2 cores shared with other work. More devices cannot add compute
@@ -128,8 +129,9 @@ def worker(batch_size, rounds, inner):
             step, state, batch = entry
             start = time.perf_counter()
             for _ in range(inner):
-                state, metrics = step(state, batch)
-            jax.block_until_ready(state)
+                # Wait for every step: with dozens of steps queued, XLA:CPU's in-process
+                # all-reduce deadlocks and aborts (jax 0.10.2, see docs/design.md).
+                state, metrics = jax.block_until_ready(step(state, batch))
             times[name].append((time.perf_counter() - start) / inner)
             entry[1] = state
     rates = {name: batch_size / statistics.median(t) for name, t in times.items()}

@@ -68,6 +68,7 @@ def train(mesh, rules):
     run = P.data_parallel_step(step, mesh, ts, rules=rules)
     for batch in global_batches():
         ts, loss = run(ts, P.shard_batch(local_share(batch), mesh))
+        loss.block_until_ready()  # XLA:CPU collectives deadlock with many steps queued
     return ts, loss
 
 

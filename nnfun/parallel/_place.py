@@ -138,6 +138,12 @@ def data_parallel_step(
     Returns:
         The compiled step: a plain ``jax.jit`` function.
 
+    On host CPU devices (``--xla_force_host_platform_device_count``), wait for
+    each step's result (fetch a metric, or ``jax.block_until_ready``) before
+    dispatching many more: with a few dozen steps queued, XLA:CPU's in-process
+    all-reduce deadlocks and aborts after 40 s (jax 0.10.2). ``nf.fit`` fetches
+    the metrics of every call, so it is not affected.
+
     Example:
         >>> import numpy as np
         >>> from nnfun import parallel as P
