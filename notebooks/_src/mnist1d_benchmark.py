@@ -89,9 +89,9 @@ for i, name in enumerate(names):
     left.text(i - 0.2, 100 * results[name]["accuracy"] + 1,
               f"{100 * results[name]['accuracy']:.0f}", ha="center")
     left.text(i + 0.2, 100 * PAPER[name] + 1, f"{100 * PAPER[name]:.0f}", ha="center")
-left.set(xticks=positions, xticklabels=[n.upper() for n in names], ylim=(0, 105),
+left.set(xticks=positions, xticklabels=[n.upper() for n in names], ylim=(0, 110),
          ylabel="test accuracy (%)", title="MNIST-1D: ours vs the paper")
-left.legend(loc="lower right")
+left.legend(loc="upper left")
 for name in names:
     evals = results[name]["history"]["eval"]
     right.plot(evals["step"], 100 * evals["accuracy"], "o-", label=name.upper())
