@@ -160,7 +160,7 @@ print(f"mean of per-example gradients vs batch gradient: {mean_gap:.2e}")
 norms = np.sqrt(sum(np.sum(np.reshape(leaf, (256, -1)) ** 2, axis=1)
                     for leaf in jax.tree.leaves(grads)))
 fig, ax = plt.subplots(figsize=(6, 3))
-ax.hist(norms, bins=40)
+ax.hist(norms, bins=np.geomspace(norms.min(), norms.max(), 40))
 ax.set(xlabel="per-example gradient norm", ylabel="examples", xscale="log")
 plt.show()
 
