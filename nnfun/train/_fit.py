@@ -100,11 +100,14 @@ def fit(
     one extra compile per distinct remainder; all of them happen in the first
     interval). K=1 and K=16 give the same parameters (see the tests).
 
+    ``fit`` reads a call's metrics only after queueing the next call, so its host
+    work (gathering batches, the progress bar) overlaps the device's compute.
+
     The NaN/Inf guard (``nan_guard=True``) costs nothing per step: it looks at the
-    losses already fetched for the progress bar. On a non-finite loss it replays
-    the failing call from the state before it, raises ``FloatingPointError``
-    naming the step and the first non-finite leaf of the params or gradients, and
-    leaves the last checkpoint (always finite) in place.
+    losses already fetched for the progress bar (one call late, see above). On a
+    non-finite loss it replays the failing call from the state before it, raises
+    ``FloatingPointError`` naming the step and the first non-finite leaf of the
+    params or gradients, and leaves the last checkpoint (always finite) in place.
 
     Args:
         model: the layer to train.
@@ -172,21 +175,35 @@ def fit(
     start = int(train_state.step)
     bounds = _boundaries(steps, (eval_every if eval_data is not None else None, checkpoint_every))
     history: dict[str, list] = {"train": [], "eval": []}
+
+    def record(first_step, chunk, before, values):
+        """Reads one call's metrics on the host: NaN guard, history, progress bar."""
+        values = {name: np.asarray(v).reshape(-1) for name, v in jax.device_get(values).items()}
+        losses = values["loss"]
+        if nan_guard and not np.all(np.isfinite(losses)):
+            bad = int(np.argmax(~np.isfinite(losses)))
+            batches_on_device = [to_device(b) for b in chunk]
+            raise diagnose(model, loss_fn, single, before, batches_on_device, bad, losses[bad])
+        steps_done = np.arange(first_step + 1, first_step + len(chunk) + 1)
+        history["train"].append({"step": steps_done, **values})
+        bar.advance(len(chunk), {name: float(v[-1]) for name, v in values.items()})
+
+    boundary_set = set(bounds)
     stream = batches.iterate(start)
+    pending = None  # the previous call: its metrics are read once the next call is queued
     with Progress(progress, start, steps) as bar:
         for first_step, length in _chunks(start, steps, steps_per_call, bounds):
             chunk = [next(stream) for _ in range(length)]
             before = train_state
             train_state, values = _call(single, fused, train_state, chunk, to_device)
-            losses = np.asarray(values["loss"])
-            if nan_guard and not np.all(np.isfinite(losses)):
-                bad = int(np.argmax(~np.isfinite(losses)))
-                raise diagnose(
-                    model, loss_fn, single, before, [to_device(b) for b in chunk], bad, losses[bad]
-                )
+            if pending is not None:
+                record(*pending)
+            pending = (first_step, chunk, before, values)
             end = first_step + length
-            history["train"].append({"step": np.arange(first_step + 1, end + 1), **values})
-            bar.advance(length, {name: float(v[-1]) for name, v in values.items()})
+            if end not in boundary_set:
+                continue
+            record(*pending)
+            pending = None
             if eval_data is not None and (end % eval_every == 0 or end == steps):
                 result = evaluate_all(evaluate, train_state, eval_data, eval_batch_size, to_device)
                 history["eval"].append({"step": np.array([end]), **result})
@@ -200,12 +217,10 @@ def fit(
 
 
 def _call(single, fused, train_state, chunk, to_device):
-    """One compiled call over ``chunk``; the metrics come back as host arrays ``(len,)``."""
+    """Queues one compiled call over ``chunk`` (asynchronous: nothing waits for it)."""
     if len(chunk) == 1:
-        train_state, values = single(train_state, to_device(chunk[0]))
-        return train_state, jax.tree.map(lambda v: np.asarray(v)[None], values)
-    train_state, values = fused(train_state, to_device(stack(chunk), stacked=True))
-    return train_state, jax.device_get(values)
+        return single(train_state, to_device(chunk[0]))
+    return fused(train_state, to_device(stack(chunk), stacked=True))
 
 
 def _concat(rows: list[dict], names: list[str]) -> dict[str, np.ndarray]:
