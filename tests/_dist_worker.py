@@ -23,7 +23,7 @@ jax.config.update("jax_enable_x64", True)
 from nnfun import parallel as P  # noqa: E402
 
 if MODE != "single":
-    timeout = 5 if MODE == "lonely" else 30
+    timeout = 5 if MODE == "lonely" else 60
     P.initialize(f"127.0.0.1:{PORT}", 2, int(PROCESS_ID), initialization_timeout=timeout)
 
 import jax.numpy as jnp  # noqa: E402
