@@ -178,7 +178,7 @@ def fit(
 
     def record(first_step, chunk, before, values):
         """Reads one call's metrics on the host: NaN guard, history, progress bar."""
-        values = {name: np.asarray(v).reshape(-1) for name, v in jax.device_get(values).items()}
+        values = {name: np.asarray(v).reshape(-1) for name, v in values.items()}
         losses = values["loss"]
         if nan_guard and not np.all(np.isfinite(losses)):
             bad = int(np.argmax(~np.isfinite(losses)))
