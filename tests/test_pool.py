@@ -3,6 +3,7 @@
 import itertools
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -97,6 +98,16 @@ def test_conformance(layer, shape, key):
     # Distinct values so max has a unique winner and finite differences are well defined.
     x = jnp.asarray(np.random.default_rng(0).permutation(math.prod(shape)).reshape(shape) / 10.0)
     check_layer(layer, x.astype(jnp.float32), key=key)
+
+
+@pytest.mark.parametrize(
+    "layer", [nf.MaxPool((2,)), nf.AvgPool((2,)), nf.AvgPool((3,), strides=1, padding="SAME")]
+)
+def test_gradient_under_jit(layer):
+    x = jnp.asarray(_random((1, 6, 2)))
+    grad = jax.jit(jax.grad(lambda v: jnp.sum(layer.apply({}, {}, v)[0] ** 2)))(x)
+    eager = jax.grad(lambda v: jnp.sum(layer.apply({}, {}, v)[0] ** 2))(x)
+    np.testing.assert_allclose(grad, eager, rtol=1e-6)
 
 
 def test_hyperparameter_errors():

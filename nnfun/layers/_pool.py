@@ -11,6 +11,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ..core._layer import Layer, layer_error
 from ._conv import (
@@ -40,9 +41,11 @@ class _WindowPool(Layer):
         return pads
 
     def _reduce(self, x, init: Any, op, pads):
+        # A NumPy init value stays concrete under jit, so JAX recognises max/add with
+        # their identity as a differentiable monoid reduction (a traced init is not).
         return jax.lax.reduce_window(
             x,
-            jnp.asarray(init, x.dtype),
+            np.array(init, x.dtype),
             op,
             window_dimensions=(1, *self.window, 1),
             window_strides=(1, *self.strides, 1),
