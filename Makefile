@@ -31,7 +31,7 @@ unit: $(VENV)/.dev-installed
 test: lint unit
 
 docs: $(VENV)/.dev-installed
-	$(PY) -m pdoc nnfun -o docs/api
+	$(PY) -m pdoc nnfun '!nnfun.conftest' --docformat google -o docs/api
 
 bench: $(VENV)/.dev-installed
 	$(PY) benchmarks/overhead.py
