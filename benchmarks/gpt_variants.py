@@ -1,4 +1,5 @@
-# Run: .venv/bin/python benchmarks/gpt_variants.py [--quick] [--only steps,components,flags,torch]
+# Run: .venv/bin/python benchmarks/gpt_variants.py [--quick] [--only steps,components,flags]
+#      [--variants attn=bias,attn=ops] [--all] [--no-torch]   (findings: benchmarks/NOTES.md)
 """Which formulations make a raw-JAX GPT training step fast on XLA:CPU.
 
 A hand-written GPT (pre-LayerNorm, causal attention, GELU MLP, tied embeddings,
@@ -6,9 +7,11 @@ Adam) whose pieces are switched by a ``Variant``: LayerNorm formulation, dense
 over 3-D or flattened 2-D activations, attention formulation and layout, loss,
 embedding lookup, unrolled blocks or ``lax.scan``. Every contender is compiled
 first, then timed in interleaved rounds (each round runs every contender once),
-and the median per-step time is reported with ratios against the naive variant
-and against PyTorch eager (when ``import torch`` works). XLA flags need a fresh
-process, so flag sets run in subprocesses, also interleaved by round.
+and the median per-step wall time and CPU time (all threads; steadier on a busy
+machine) are reported with ratios against the naive variant and against
+PyTorch eager (when ``import torch`` works). ``components`` times each piece
+alone (forward and forward + backward). XLA flags need a fresh process, so flag
+sets run in subprocesses, one after the other.
 """
 
 from __future__ import annotations
