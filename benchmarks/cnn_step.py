@@ -15,9 +15,9 @@ convolutions of 25 channels, kernels 5/3/3, a 125 -> 10 linear head):
   ``torch.optim.Adam``, 2 threads, when ``import torch`` works.
 
 Each contender is compiled/warmed up first; then rounds run every contender once
-each (interleaved, so machine noise hits all alike), a round being ``inner``
-consecutive steps; the table shows the median time per step and its ratio to
-raw JAX.
+each (interleaved, so machine noise hits all alike, in an order rotated every
+round), a round being ``inner`` consecutive steps; the table shows the median
+time per step and its ratio to raw JAX.
 """
 
 from __future__ import annotations
@@ -175,10 +175,13 @@ def measure(runs, rounds: int, inner: int) -> dict[str, float]:
     for run in runs.values():
         run(3)  # compile and warm up
     times = {name: [] for name in runs}
-    for _ in range(rounds):
-        for name, run in runs.items():
+    names = list(runs)
+    for r in range(rounds):
+        # Rotate the order each round: a contender right after PyTorch (whose idle
+        # threads keep spinning for a while) would otherwise always pay for it.
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             start = time.perf_counter()
-            run(inner)
+            runs[name](inner)
             times[name].append((time.perf_counter() - start) / inner)
     return {name: statistics.median(t) for name, t in times.items()}
 

@@ -105,8 +105,11 @@ def cnn() -> Recipe:
     """The MNIST-1D paper's CNN: three 1-D convolutions of 25 channels, ReLU, a linear head.
 
     Kernels 5, 3, 3, stride 2, one position of zero padding on each side, so the
-    length goes 40 -> 19 -> 10 -> 5 and the head sees 5 x 25 = 125 features;
-    Adam with a cosine decay (the paper reports about 94% test accuracy).
+    length goes 40 -> 19 -> 10 -> 5 and the head sees 5 x 25 = 125 features.
+    Trained with Adam (peak 1e-2, cosine decay). One addition to the paper's
+    network: dropout 0.25 before the head. Without it the network overfits and
+    ends near 92-93% on our data (the paper reports about 94%); with it, about
+    95% (seed 0).
 
     Example:
         >>> import jax, jax.numpy as jnp, nnfun as nf
@@ -128,6 +131,7 @@ def cnn() -> Recipe:
             "conv3": conv(3),
             "relu3": jax.nn.relu,
             "flatten": Flatten(),
+            "dropout": Dropout(0.25),
             "out": Dense(10),
         }
     )
