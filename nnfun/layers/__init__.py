@@ -9,6 +9,7 @@ and ``Bidirectional``, attention and transformer blocks, and positional
 encodings. Inputs are batched and channels-last; dense kernels are ``(in, out)``.
 """
 
+from ._attention import MultiHeadAttention as MultiHeadAttention
 from ._batchnorm import BatchNorm as BatchNorm
 from ._conv import Conv as Conv
 from ._conv import ConvTranspose as ConvTranspose
@@ -22,16 +23,15 @@ from ._pool import AvgPool as AvgPool
 from ._pool import GlobalAvgPool as GlobalAvgPool
 from ._pool import GlobalMaxPool as GlobalMaxPool
 from ._pool import MaxPool as MaxPool
-from ._reshape import Flatten as Flatten
-from ._reshape import Reshape as Reshape
+from ._position import LearnedPositions as LearnedPositions
+from ._position import RotaryPositions as RotaryPositions
+from ._position import SinusoidalPositions as SinusoidalPositions
 from ._recurrent import GRU as GRU
 from ._recurrent import LSTM as LSTM
 from ._recurrent import RecurrentCell as RecurrentCell
 from ._recurrent import SimpleRNN as SimpleRNN
+from ._reshape import Flatten as Flatten
+from ._reshape import Reshape as Reshape
 from ._rnn import RNN as RNN
 from ._rnn import Bidirectional as Bidirectional
-from ._attention import MultiHeadAttention as MultiHeadAttention
-from ._position import LearnedPositions as LearnedPositions
-from ._position import RotaryPositions as RotaryPositions
-from ._position import SinusoidalPositions as SinusoidalPositions
 from ._transformer import TransformerBlock as TransformerBlock
