@@ -41,7 +41,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--batch-size", type=count, help="examples per step (default: the recipe's)")
     add("--lr", type=rate, help="peak learning rate (default: the recipe's)")
     add("--seed", type=int, default=0, help="seeds the data, init and dropout (default: 0)")
-    add("--steps-per-call", type=count, default=20, help="steps fused per call (default: 20)")
+    add("--steps-per-call", type=count, help="steps fused per call (default: the recipe's)")
     add("--eval-every", type=count, default=500, help="steps between evaluations (default: 500)")
     add("--no-progress", action="store_true", help="hide the progress bar")
     return parser.parse_args(argv)
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> float:
         metrics={"accuracy": accuracy},
         eval_data=test,
         eval_every=min(args.eval_every, steps),
-        steps_per_call=args.steps_per_call,
+        steps_per_call=args.steps_per_call or recipe.steps_per_call,
         progress=not args.no_progress,
     )
     return float(history["eval"]["accuracy"][-1])

@@ -71,7 +71,7 @@ for name, recipe in recipes.items():
         metrics={"accuracy": accuracy},
         eval_data={"x": x_test, "y": test["y"]},
         eval_every=500,
-        steps_per_call=100,
+        steps_per_call=recipe.steps_per_call,
         progress=False,
     )
     seconds = time.perf_counter() - start
