@@ -1,5 +1,7 @@
 """LayerNorm, RMSNorm and GroupNorm against NumPy references."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -145,3 +147,45 @@ def test_jit_and_grad_compose(key):
     n = _numpy_layer_norm(np.asarray(x), 1.0, 0.0, 1e-5, (-1,))
     np.testing.assert_allclose(grads["bias"], 2 * n.sum(0), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(grads["scale"], 2 * (n**2).sum(0), rtol=1e-4, atol=1e-4)
+
+
+def _numpy_input_grad(f, x, w, eps=1e-4):
+    """Central finite differences of sum(f(x) * w) in float64."""
+    x = x.astype(np.float64)
+    grad = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        d = np.zeros_like(x)
+        d[i] = eps
+        grad[i] = ((f(x + d) - f(x - d)) * w).sum() / (2 * eps)
+    return grad
+
+
+@pytest.mark.parametrize(
+    "layer", [nf.LayerNorm(), nf.LayerNorm(use_scale=False), nf.RMSNorm(use_bias=True)]
+)
+def test_fused_path_gradients_match_finite_differences(layer, key):
+    x = _random((2, 3, 5))
+    w = _random((2, 3, 5), seed=3)
+    params, state = _init_random_affine(layer, x, key)
+    scale = params.get("scale", np.ones(5, np.float32))
+    bias = params.get("bias", np.zeros(5, np.float32))
+    if isinstance(layer, nf.RMSNorm):
+        ref = lambda a: a / np.sqrt((a**2).mean(-1, keepdims=True) + 1e-6) * scale + bias  # noqa: E731
+    else:
+        ref = lambda a: _numpy_layer_norm(a, scale, bias, 1e-5, (-1,))  # noqa: E731
+    expected = _numpy_input_grad(ref, x, w)
+    for fused in (True, False):
+        variant = dataclasses.replace(layer, fused=fused)
+        grad = jax.jit(jax.grad(lambda a, v=variant: jnp.sum(v.apply(params, state, a)[0] * w)))(x)
+        np.testing.assert_allclose(grad, expected, rtol=1e-3, atol=1e-3)
+
+
+def test_forward_mode_needs_unfused_path(key):
+    x = jnp.asarray(_random((2, 4)))
+    params, state = nf.LayerNorm().init(key, x)
+    f = lambda layer: lambda a: layer.apply(params, state, a)[0]  # noqa: E731
+    _, tangent = jax.jvp(f(nf.LayerNorm(fused=False)), (x,), (jnp.ones_like(x),))
+    # Adding a constant to every feature leaves the normalized output unchanged.
+    np.testing.assert_allclose(tangent, 0.0, atol=1e-5)
+    with pytest.raises(TypeError, match="custom_vjp"):
+        jax.jvp(f(nf.LayerNorm()), (x,), (jnp.ones_like(x),))

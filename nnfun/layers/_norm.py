@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from .. import ops
 from ..core._layer import Layer, layer_error
 
 
@@ -47,6 +48,14 @@ def _affine_params(features_shape, use_scale: bool, use_bias: bool):
     if use_bias:
         params["bias"] = jnp.zeros(features_shape, jnp.float32)
     return params
+
+
+def _scale_and_bias(params, x, use_scale: bool, use_bias: bool):
+    """The ``(features,)`` scale and bias for the fused ops: ones/zeros when not learned."""
+    ones = jnp.ones((x.shape[-1],), _stat_dtype(x.dtype))
+    scale = params["scale"] if use_scale else ones
+    bias = params["bias"] if use_bias else jnp.zeros_like(ones)
+    return scale, bias
 
 
 class _AxesNorm(Layer):
@@ -100,9 +109,17 @@ class LayerNorm(_AxesNorm):
         use_bias: learn a ``bias`` (initialised to zeros).
         axis: a negative int or tuple of negative ints: the normalized axes,
             counted from the end.
+        fused: over the last axis, use the custom-VJP :func:`nnfun.ops.layer_norm`.
 
     Shapes: ``(..., features) -> (..., features)``; params ``scale``, ``bias``
     of shape ``(features,)`` (with the default axis).
+
+    With ``fused=True`` (the default) and the default last axis this calls
+    :func:`nnfun.ops.layer_norm`, whose hand-written backward pass is faster on
+    XLA:CPU (``benchmarks/NOTES.md``). It is a ``jax.custom_vjp``: reverse mode
+    (``jax.grad``, also nested) works, forward mode (``jax.jvp``,
+    ``jax.jacfwd``, ``jax.hessian``) raises; ``fused=False`` keeps plain
+    autodiff, which supports both. The numbers are the same either way.
 
     Example:
         >>> import jax, jax.numpy as jnp, nnfun as nf
@@ -117,6 +134,7 @@ class LayerNorm(_AxesNorm):
     use_scale: bool = True
     use_bias: bool = True
     axis: int | tuple[int, ...] = -1
+    fused: bool = True
 
     def __post_init__(self):
         object.__setattr__(self, "axis", _normalise_axes(self.axis, "LayerNorm"))
@@ -125,6 +143,9 @@ class LayerNorm(_AxesNorm):
 
     def apply(self, params, state, x, *, key=None, train=False):
         self._check_params(params, x)
+        if self.fused and self.axis == (-1,):
+            scale, bias = _scale_and_bias(params, x, self.use_scale, self.use_bias)
+            return ops.layer_norm(x, scale, bias, self.epsilon), state
         xf = x.astype(_stat_dtype(x.dtype))
         mean = jnp.mean(xf, axis=self.axis, keepdims=True)
         centred = xf - mean
@@ -145,6 +166,8 @@ class RMSNorm(_AxesNorm):
         use_scale: learn a ``scale`` (initialised to ones).
         use_bias: learn a ``bias`` (initialised to zeros); off by default.
         axis: a negative int or tuple of negative ints: the normalized axes.
+        fused: over the last axis, use the custom-VJP :func:`nnfun.ops.rms_norm`
+            (reverse mode only, as for :class:`LayerNorm`).
 
     Shapes: ``(..., features) -> (..., features)``; params ``scale`` (and
     ``bias``) of shape ``(features,)`` with the default axis.
@@ -161,6 +184,7 @@ class RMSNorm(_AxesNorm):
     use_scale: bool = True
     use_bias: bool = False
     axis: int | tuple[int, ...] = -1
+    fused: bool = True
 
     def __post_init__(self):
         object.__setattr__(self, "axis", _normalise_axes(self.axis, "RMSNorm"))
@@ -169,6 +193,12 @@ class RMSNorm(_AxesNorm):
 
     def apply(self, params, state, x, *, key=None, train=False):
         self._check_params(params, x)
+        if self.fused and self.axis == (-1,):
+            scale, _ = _scale_and_bias(params, x, self.use_scale, False)
+            y = ops.rms_norm(x, scale, self.epsilon)
+            if self.use_bias:
+                y = y + params["bias"].reshape((1,) * (x.ndim - 1) + (-1,)).astype(y.dtype)
+            return y, state
         xf = x.astype(_stat_dtype(x.dtype))
         mean_square = jnp.mean(jnp.square(xf), axis=self.axis, keepdims=True)
         y = xf * jnp.reciprocal(jnp.sqrt(mean_square + self.epsilon))
