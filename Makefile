@@ -33,8 +33,12 @@ test: lint unit
 docs: $(VENV)/.dev-installed
 	$(PY) -m pdoc nnfun '!nnfun.conftest' --docformat google -o docs/api
 
+# The side-by-side benchmarks (PyTorch rows appear when the [bench] extra is installed).
 bench: $(VENV)/.dev-installed
 	$(PY) benchmarks/overhead.py
+	$(PY) benchmarks/cnn_step.py
+	$(PY) benchmarks/gpt_step.py
+	$(PY) benchmarks/compile_time.py --only stack,sequential
 
 clean:
 	rm -rf $(VENV) docs/api .pytest_cache .ruff_cache
