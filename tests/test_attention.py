@@ -181,3 +181,30 @@ def test_bad_settings_and_inputs(key):
     cache = attn.init_cache(params, 1, 8)
     with pytest.raises(nf.LayerError, match="needs self-attention"):
         attn.apply(params, cache, {"query": jnp.zeros((1, 2, 4)), "key": jnp.zeros((1, 3, 4))})
+
+
+@pytest.mark.parametrize("kv_heads", [None, 2])
+def test_fast_causal_path_agrees_with_general_path(key, kv_heads):
+    attn = nf.MultiHeadAttention(4, num_kv_heads=kv_heads, causal=True)
+    params, state, (x,) = setup(attn, key, (2, 6, 8))
+    # An all-True mask sends the same computation down the general (masked) path.
+    everything = jnp.ones((2, 6), bool)
+
+    def loss(p, a, masked):
+        inputs = {"query": a, "mask": everything} if masked else a
+        y, _ = attn.apply(p, state, inputs)
+        return jnp.sum(jnp.sin(y))
+
+    jaxpr = str(jax.make_jaxpr(lambda p, a: loss(p, a, False))(params, x))
+    assert "custom_vjp_call" in jaxpr  # the fast path is the one taken without a mask
+    fast, general = (
+        jax.jit(jax.value_and_grad(loss, (0, 1)), static_argnums=2)(params, x, m)
+        for m in (False, True)
+    )
+    np.testing.assert_allclose(fast[0], general[0], rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(fast[1]), jax.tree.leaves(general[1])):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    y, _ = attn.apply(params, state, x)
+    np.testing.assert_allclose(
+        y, np_attention(params, x, x, 4, kv_heads or 4, causal=True), atol=1e-5
+    )
