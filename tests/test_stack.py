@@ -46,6 +46,22 @@ def test_outputs_match_sequential(key, train):
         assert not np.allclose(y, stack.apply(params, state, x)[0])
 
 
+@pytest.mark.parametrize("unroll", [2, True])
+def test_unroll_gives_the_same_outputs_and_gradients(key, unroll):
+    x = jax.random.normal(key, (3, 6))
+    stack, seq = nf.Stack(3, block(), unroll=unroll), nf.Sequential([block()] * 3)
+    params, state = stack.init(key, x)
+    dropout_key = jax.random.key(7)
+
+    def loss(p, layer, s):
+        return jnp.sum(jnp.sin(layer.apply(p, s, x, key=dropout_key, train=True)[0]))
+
+    value, grads = jax.value_and_grad(loss)(params, stack, state)
+    seq_value, seq_grads = jax.value_and_grad(loss)(stack.unstack(params), seq, {})
+    np.testing.assert_allclose(value, seq_value, rtol=1e-6)
+    chex.assert_trees_all_close(stack.unstack(grads), seq_grads, atol=1e-6)
+
+
 def test_stack_unstack_round_trip(key):
     stack = nf.Stack(3, block())
     params, _ = stack.init(key, jnp.ones((1, 6)))
@@ -97,6 +113,9 @@ def test_bad_settings():
         nf.Stack(0, nf.Dense(3))
     with pytest.raises(ValueError, match="checkpoint_policies"):
         nf.Stack(2, nf.Dense(3), remat=True, remat_policy="save_everything_please")
+    for bad in (0, -1, 1.5, "all"):
+        with pytest.raises(ValueError, match="unroll must be True or an int"):
+            nf.Stack(2, nf.Dense(3), unroll=bad)
 
 
 def test_shape_changing_layer_is_rejected(key):
