@@ -108,6 +108,20 @@ def test_remat_gives_same_gradients(small, key):
     chex.assert_trees_all_close(grads(remat), grads(model), atol=1e-6)
 
 
+def test_unrolled_scan_gives_same_outputs_and_gradients(small, key):
+    model, params, state = small
+    unrolled = GPT(**SMALL, unroll=True)
+    tokens = ids(key, (2, 6))
+
+    def loss(m, p):
+        return jnp.mean(m.apply(p, state, tokens)[0] ** 2)
+
+    value, grads = jax.value_and_grad(loss, 1)(unrolled, params)
+    ref_value, ref_grads = jax.value_and_grad(loss, 1)(model, params)
+    np.testing.assert_allclose(value, ref_value, rtol=1e-6)
+    chex.assert_trees_all_close(grads, ref_grads, atol=1e-6)
+
+
 def test_errors(small, key):
     model, params, state = small
     with pytest.raises(ValueError, match="exceeds the model's max_length 12"):

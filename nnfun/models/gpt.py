@@ -45,6 +45,10 @@ class GPT(Layer):
         stacked: blocks in a :class:`nnfun.Stack` (one ``lax.scan``, compile time
             independent of depth); False unrolls them in a ``Sequential``.
         remat: recompute block activations in the backward pass (Stack only).
+        unroll: the Stack's ``lax.scan`` unroll (an int >= 1 or True); True
+            compiles every block, like ``stacked=False``, but keeps the stacked
+            params. On XLA:CPU that is faster for shallow models
+            (``benchmarks/NOTES.md``).
 
     Shapes: int ``(batch, time) -> (batch, time, vocab_size)``.
 
@@ -70,6 +74,7 @@ class GPT(Layer):
     positions: str = "learned"
     stacked: bool = True
     remat: bool = False
+    unroll: int | bool = 1
 
     def __post_init__(self):
         if self.positions not in POSITIONS:
@@ -95,7 +100,7 @@ class GPT(Layer):
 
     def children(self):
         if self.stacked:
-            blocks = Stack(self.num_layers, self.block, remat=self.remat)
+            blocks = Stack(self.num_layers, self.block, remat=self.remat, unroll=self.unroll)
         else:
             blocks = Sequential([self.block] * self.num_layers)
         table = {
