@@ -210,8 +210,11 @@ def bench(c, rounds: int, steps: int) -> dict[str, tuple[float, float]]:
     for run in contenders.values():
         run(2)  # compile and warm up
     times = {name: ([], []) for name in contenders}
-    for _ in range(rounds):
-        for name, run in contenders.items():
+    names = list(contenders)
+    for r in range(rounds):
+        # Rotate the order: torch's threads spin on after its step and slow whoever runs next.
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            run = contenders[name]
             start, cpu = time.perf_counter(), time.process_time()
             run(steps)
             times[name][0].append((time.perf_counter() - start) / steps * 1000)
