@@ -39,6 +39,8 @@ def test_flatten_rejects_non_dicts_and_unflatten_conflicts():
         nf.flatten_params([1, 2])
     with pytest.raises(ValueError, match="runs through a leaf"):
         nf.unflatten_params({"a": 1, "a/b": 2})
+    with pytest.raises(ValueError, match="clashes with a subtree"):
+        nf.unflatten_params({"a/b": 1, "a": 2})
 
 
 def test_labels_with_globs(params):

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..core._params import unflatten_params
 from ._format import CheckpointError, read_safetensors, write_safetensors
 
 SKELETON_KEY = "nnfun.tree"
@@ -282,18 +283,10 @@ def _decode_node(node: Any, tensors: Mapping[str, np.ndarray]) -> Any:
 
 
 def _nest(path: Any, tensors: Mapping[str, np.ndarray]) -> dict[str, Any]:
-    tree: dict[str, Any] = {}
-    for name, array in tensors.items():
-        *parents, last = name.split("/")
-        node = tree
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise CheckpointError(f"{path}: tensor {name!r} nests under another tensor")
-        if last in node:
-            raise CheckpointError(f"{path}: tensor {name!r} clashes with a nested tensor")
-        node[last] = array
-    return tree
+    try:
+        return unflatten_params(tensors)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}") from e
 
 
 def _describe(shape: tuple, dtype: Any) -> str:

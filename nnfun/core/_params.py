@@ -62,6 +62,8 @@ def unflatten_params(flat: Mapping[str, Any], sep: str = "/") -> dict[str, Any]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ValueError(f"path {path!r} runs through a leaf at {part!r}")
+        if leaf in node:
+            raise ValueError(f"path {path!r} clashes with a subtree of the same name")
         node[leaf] = value
     return tree
 
