@@ -8,12 +8,24 @@ contender is warmed up (compiled) first, then timed in interleaved rounds (each
 round runs every contender for ``--steps`` steps); the table gives the median
 ms/step and the ratio to raw JAX. PyTorch runs only if ``import torch`` works,
 with 2 threads.
+
+By default the whole comparison runs twice, each time in a fresh process: once
+as a process starts, and once with ``NNFUN_RETAIN_HOST_MEMORY=1``
+(:func:`nnfun.retain_host_memory`: freed host memory stays in the process, so
+XLA:CPU stops mapping and zeroing fresh pages for its scratch buffer at every
+step). The setting is process-wide, so within one run it applies to every
+contender alike, PyTorch included. ``--host-memory this`` runs once, in this
+process, with whatever the environment says.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import statistics
+import subprocess
+import sys
 import time
 
 import jax
@@ -21,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+import nnfun
 from nnfun.models.gpt import GPT
 from nnfun.train import TrainState, softmax_cross_entropy, train_step
 
@@ -191,8 +204,8 @@ def make_torch(c, batch):
     return run
 
 
-def bench(c, rounds: int, steps: int) -> dict[str, tuple[float, float]]:
-    """Median (wall ms, CPU ms) per step of each contender."""
+def bench(c, rounds: int, steps: int) -> tuple[dict[str, tuple[float, float]], float]:
+    """Median (wall ms, CPU ms) per step of each contender, and page faults per step."""
     rng = np.random.default_rng(0)
     batch = {
         k: jnp.asarray(rng.integers(0, c["vocab"], (c["batch"], c["seq"]), dtype=np.int32))
@@ -211,6 +224,7 @@ def bench(c, rounds: int, steps: int) -> dict[str, tuple[float, float]]:
         run(2)  # compile and warm up
     times = {name: ([], []) for name in contenders}
     names = list(contenders)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for r in range(rounds):
         # Rotate the order: torch's threads spin on after its step and slow whoever runs next.
         for name in names[r % len(names) :] + names[: r % len(names)]:
@@ -220,7 +234,9 @@ def bench(c, rounds: int, steps: int) -> dict[str, tuple[float, float]]:
             times[name][0].append((time.perf_counter() - start) / steps * 1000)
             # CPU time of all threads: counts work done, barely moved by other load.
             times[name][1].append((time.process_time() - cpu) / steps * 1000)
-    return {name: (statistics.median(w), statistics.median(u)) for name, (w, u) in times.items()}
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+    medians = {name: (statistics.median(w), statistics.median(u)) for name, (w, u) in times.items()}
+    return medians, faults / (rounds * steps * len(contenders))
 
 
 def main():
@@ -228,19 +244,37 @@ def main():
     parser.add_argument("--quick", action="store_true", help="small config, few steps (smoke run)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=5, help="steps per contender per round")
+    parser.add_argument(
+        "--host-memory",
+        choices=("both", "this"),
+        default="both",
+        help="both: run once without and once with NNFUN_RETAIN_HOST_MEMORY=1, each in a "
+        "fresh process (default); this: run once here, as the environment says",
+    )
     args = parser.parse_args()
+    if args.host_memory == "both":
+        argv = [a for a in sys.argv[1:] if not a.startswith("--host-memory")]
+        for retain in ("0", "1"):
+            env = dict(os.environ, NNFUN_RETAIN_HOST_MEMORY=retain)
+            command = [sys.executable, __file__, *argv, "--host-memory=this"]
+            subprocess.run(command, env=env, check=True)
+        return
     configs = {"small": CONFIGS["small"]} if args.quick else CONFIGS
     rounds, steps = (2, 2) if args.quick else (args.rounds, args.steps)
-    print(f"jax {jax.__version__} on {jax.default_backend()}, {rounds} rounds x {steps} steps")
+    retained = os.environ.get("NNFUN_RETAIN_HOST_MEMORY") == "1" and nnfun.retain_host_memory()
+    print(
+        f"\n## host memory retained: {'yes' if retained else 'no'} "
+        f"(jax {jax.__version__} on {jax.default_backend()}, {rounds} rounds x {steps} steps)"
+    )
     for name, c in configs.items():
-        result = bench(c, rounds, steps)
-        print(f"\n### {name}: {c}\n")
+        result, faults = bench(c, rounds, steps)
+        print(f"\n### {name}: {c}; {faults:.0f} page faults per step\n", flush=True)
         print("| contender | ms/step | CPU ms/step | vs raw JAX: wall (CPU) |")
         print("|---|---:|---:|---:|")
         wall0, cpu0 = result["raw JAX (naive)"]
         for contender, (wall, cpu) in result.items():
             ratios = f"{wall / wall0:.2f}x ({cpu / cpu0:.2f}x)"
-            print(f"| {contender} | {wall:.1f} | {cpu:.1f} | {ratios} |")
+            print(f"| {contender} | {wall:.1f} | {cpu:.1f} | {ratios} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -109,8 +109,8 @@ def test_remat_gives_same_gradients(small, key):
 
 
 def test_unrolled_scan_gives_same_outputs_and_gradients(small, key):
-    model, params, state = small
-    unrolled = GPT(**SMALL, unroll=True)
+    _, params, state = small
+    model, unrolled = GPT(**SMALL, unroll=1), GPT(**SMALL, unroll=True)
     tokens = ids(key, (2, 6))
 
     def loss(m, p):
@@ -120,6 +120,25 @@ def test_unrolled_scan_gives_same_outputs_and_gradients(small, key):
     ref_value, ref_grads = jax.value_and_grad(loss, 1)(model, params)
     np.testing.assert_allclose(value, ref_value, rtol=1e-6)
     chex.assert_trees_all_close(grads, ref_grads, atol=1e-6)
+
+
+def _scan_loops(model, tokens):
+    """How many while loops the compiled forward pass of ``model`` keeps."""
+    params, state = model.init(jax.random.key(0), tokens)
+    hlo = jax.jit(model.apply).lower(params, state, tokens).compile().as_text()
+    return hlo.count(" while(")
+
+
+def test_unroll_default_unrolls_shallow_models_only(key):
+    tokens = ids(key, (1, 6))
+    small = dict(vocab_size=11, d_model=16, num_heads=2, max_length=12)
+    shallow, deep = GPT(**small, num_layers=2), GPT(**small, num_layers=13)
+    assert (shallow.scan_unroll, deep.scan_unroll) == (True, 1)
+    assert GPT(**small, num_layers=2, remat=True).scan_unroll == 1
+    assert GPT(**small, num_layers=13, unroll=4).scan_unroll == 4
+    assert _scan_loops(shallow, tokens) == 0
+    assert _scan_loops(deep, tokens) == 1
+    assert _scan_loops(GPT(**small, num_layers=2, unroll=1), tokens) == 1
 
 
 def test_errors(small, key):

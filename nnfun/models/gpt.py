@@ -26,6 +26,7 @@ from ..layers._position import LearnedPositions, RotaryPositions, SinusoidalPosi
 from ..layers._transformer import TransformerBlock
 
 POSITIONS = ("learned", "sinusoidal", "rotary")
+AUTO_UNROLL_MAX_LAYERS = 12  # unroll=None unrolls the Stack up to this depth
 
 
 class GPT(Layer):
@@ -47,8 +48,13 @@ class GPT(Layer):
         remat: recompute block activations in the backward pass (Stack only).
         unroll: the Stack's ``lax.scan`` unroll (an int >= 1 or True); True
             compiles every block, like ``stacked=False``, but keeps the stacked
-            params. On XLA:CPU that is faster for shallow models
-            (``benchmarks/NOTES.md``).
+            params. ``None`` (the default) picks True for up to
+            ``AUTO_UNROLL_MAX_LAYERS`` (12) blocks without ``remat`` and 1
+            (a rolled loop) otherwise: on 2 CPU cores the unrolled 4-block
+            training step ran at 0.8x the rolled one's time and compiled as
+            fast; at 12 blocks it compiles in 4.5 s instead of 2.3 s, at 48 in
+            19 s instead of 3 s (``benchmarks/NOTES.md``, phase 3). ``remat``
+            keeps the loop, the only place XLA:CPU honours it.
 
     Shapes: int ``(batch, time) -> (batch, time, vocab_size)``.
 
@@ -74,7 +80,7 @@ class GPT(Layer):
     positions: str = "learned"
     stacked: bool = True
     remat: bool = False
-    unroll: int | bool = 1
+    unroll: int | bool | None = None
 
     def __post_init__(self):
         if self.positions not in POSITIONS:
@@ -98,9 +104,16 @@ class GPT(Layer):
             rotary=rotary,
         )
 
+    @property
+    def scan_unroll(self) -> int | bool:
+        """The ``unroll`` the Stack gets: ``unroll``, or the automatic choice when it is None."""
+        if self.unroll is not None:
+            return self.unroll
+        return True if self.num_layers <= AUTO_UNROLL_MAX_LAYERS and not self.remat else 1
+
     def children(self):
         if self.stacked:
-            blocks = Stack(self.num_layers, self.block, remat=self.remat, unroll=self.unroll)
+            blocks = Stack(self.num_layers, self.block, remat=self.remat, unroll=self.scan_unroll)
         else:
             blocks = Sequential([self.block] * self.num_layers)
         table = {
