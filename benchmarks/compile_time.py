@@ -33,7 +33,8 @@ def compile_seconds(fn, *args) -> float:
 
 
 def nnfun_seconds(c, batch, stacked: bool) -> float:
-    model, opt = nnfun_model(c, stacked), optax.adam(1e-3)
+    # unroll=1: the Stack as one lax.scan loop (GPT's default unrolls shallow models).
+    model, opt = nnfun_model(c, stacked, unroll=1), optax.adam(1e-3)
     spec = jax.ShapeDtypeStruct(batch["x"].shape, jnp.int32)
     ts = jax.eval_shape(lambda: TrainState.create(model, opt, jax.random.key(0), spec))
     return compile_seconds(train_step(model, softmax_cross_entropy, opt), ts, batch)

@@ -120,7 +120,7 @@ def make_raw(c, batch):
     return run
 
 
-def nnfun_model(c, stacked=True, unroll=1) -> GPT:
+def nnfun_model(c, stacked=True, unroll=None) -> GPT:
     return GPT(
         vocab_size=c["vocab"],
         d_model=c["d_model"],
@@ -132,7 +132,7 @@ def nnfun_model(c, stacked=True, unroll=1) -> GPT:
     )
 
 
-def make_nnfun(c, batch, stacked=True, unroll=1):
+def make_nnfun(c, batch, stacked=True, unroll=None):
     model, opt = nnfun_model(c, stacked, unroll), optax.adam(1e-3)
     ts = [TrainState.create(model, opt, jax.random.key(0), batch["x"])]
     step = jax.jit(train_step(model, softmax_cross_entropy, opt), donate_argnums=0)
@@ -213,9 +213,9 @@ def bench(c, rounds: int, steps: int) -> tuple[dict[str, tuple[float, float]], f
     }
     contenders = {
         "raw JAX (naive)": make_raw(c, batch),
-        "nnfun (Stack)": make_nnfun(c, batch, stacked=True),
-        "nnfun (Stack, unroll=True)": make_nnfun(c, batch, stacked=True, unroll=True),
-        "nnfun (unrolled)": make_nnfun(c, batch, stacked=False),
+        "nnfun GPT (default: Stack unrolled)": make_nnfun(c, batch),
+        "nnfun GPT(unroll=1) (Stack as a loop)": make_nnfun(c, batch, unroll=1),
+        "nnfun GPT(stacked=False) (Sequential)": make_nnfun(c, batch, stacked=False),
     }
     torch_run = make_torch(c, batch)
     if torch_run is not None:
