@@ -83,7 +83,7 @@ def test_retained_memory_stops_the_page_faults_of_every_call():
     assert from_env["faults"] < 0.3 * default["temp_pages"]
 
 
-def test_refuses_after_jax_has_started(key):
+def test_refuses_after_jax_has_started():
     import jax.numpy as jnp
 
     jnp.ones(1).block_until_ready()  # the backends are up in this process
