@@ -1,5 +1,7 @@
 """nnfun.ops against NumPy references, finite differences (float64) and their error paths."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -108,10 +110,26 @@ def test_causal_attention_matches_numpy_and_jax():
     np.testing.assert_allclose(out, ref, atol=1e-5, rtol=1e-5)
 
 
-def test_causal_attention_gradient_matches_finite_differences():
+@pytest.mark.parametrize("block", [1, 2, 3, 64])
+def test_causal_attention_query_blocks_match_numpy(block):
+    # t = 9: one row per block, five blocks of 1-2 rows, three of 3, and one block.
+    q, k, v = (_normal(i, (2, 9, 3, 4)) for i in range(3))
+    out = ops.causal_attention(q, k, v, block=block)
+    np.testing.assert_allclose(out, _np_causal_attention(q, k, v), atol=1e-5, rtol=1e-5)
+
+
+def test_causal_attention_default_blocks_at_128_steps_match_numpy():
+    # 128 steps is two query blocks with the default BLOCK of 64.
+    q, k, v = (_normal(i, (1, 128, 2, 8)) for i in range(3))
+    out = jax.jit(ops.causal_attention)(q, k, v)
+    np.testing.assert_allclose(out, _np_causal_attention(q, k, v), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("block", [2, 64])
+def test_causal_attention_gradient_matches_finite_differences(block):
     with jax.enable_x64(True):
         q, k, v = (_normal(i, (2, 5, 2, 3), np.float64) for i in range(3))
-        check_grads(ops.causal_attention, (q, k, v), **GRAD)
+        check_grads(lambda *a: ops.causal_attention(*a, block=block), (q, k, v), **GRAD)
 
 
 def _plain_causal_attention(q, k, v):
@@ -122,7 +140,8 @@ def _plain_causal_attention(q, k, v):
     return jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(s, axis=-1), v)
 
 
-def test_causal_attention_gradient_matches_autodiff_of_reference():
+@pytest.mark.parametrize("block", [1, 3, 64])
+def test_causal_attention_gradient_matches_autodiff_of_reference(block):
     # jax.nn.dot_product_attention's own float64 gradient is off by ~1e-7, so the
     # reference is autodiff of a plain einsum formulation.
     with jax.enable_x64(True):
@@ -132,7 +151,8 @@ def test_causal_attention_gradient_matches_autodiff_of_reference():
         def loss(fn):
             return lambda *a: jnp.sum(fn(*a) * w)
 
-        ours = jax.grad(loss(ops.causal_attention), argnums=(0, 1, 2))(q, k, v)
+        blocked = functools.partial(ops.causal_attention, block=block)
+        ours = jax.grad(loss(blocked), argnums=(0, 1, 2))(q, k, v)
         ref = jax.grad(loss(_plain_causal_attention), argnums=(0, 1, 2))(q, k, v)
         for a, b in zip(ours, ref):
             np.testing.assert_allclose(a, b, atol=1e-12)
@@ -145,3 +165,6 @@ def test_causal_attention_dtype_and_bad_shapes():
         ops.causal_attention(x, x, jnp.ones((1, 4, 2, 4)))
     with pytest.raises(ValueError, match=r"\(batch, time, heads, head_dim\)"):
         ops.causal_attention(x[0], x[0], x[0])
+    for bad in (0, -1, 2.0, True):
+        with pytest.raises(ValueError, match="expected block to be a positive int"):
+            ops.causal_attention(x, x, x, block=bad)
