@@ -7,7 +7,10 @@ output tied to the token embedding, mean cross-entropy, Adam (lr 1e-3). Each
 contender is warmed up (compiled) first, then timed in interleaved rounds (each
 round runs every contender for ``--steps`` steps); the table gives the median
 ms/step and the ratio to raw JAX. PyTorch runs only if ``import torch`` works,
-with 2 threads.
+with 2 threads. One nnfun contender runs ``--steps`` optimizer steps per
+compiled call (``nnfun.train.scan_steps``, what ``fit(steps_per_call=K)``
+does): XLA:CPU then allocates its scratch buffer once per call instead of once
+per step.
 
 By default the whole comparison runs twice, each time in a fresh process: once
 as a process starts, and once with ``NNFUN_RETAIN_HOST_MEMORY=1``
@@ -35,7 +38,7 @@ import optax
 
 import nnfun
 from nnfun.models.gpt import GPT
-from nnfun.train import TrainState, softmax_cross_entropy, train_step
+from nnfun.train import TrainState, scan_steps, softmax_cross_entropy, train_step
 
 CONFIGS = {
     "small": dict(d_model=128, heads=4, layers=4, seq=128, batch=16, vocab=96),
@@ -132,13 +135,20 @@ def nnfun_model(c, stacked=True, unroll=None) -> GPT:
     )
 
 
-def make_nnfun(c, batch, stacked=True, unroll=None):
+def make_nnfun(c, batch, stacked=True, unroll=None, steps_per_call=1):
     model, opt = nnfun_model(c, stacked, unroll), optax.adam(1e-3)
     ts = [TrainState.create(model, opt, jax.random.key(0), batch["x"])]
-    step = jax.jit(train_step(model, softmax_cross_entropy, opt), donate_argnums=0)
+    step = train_step(model, softmax_cross_entropy, opt)
+    if steps_per_call == 1:
+        step = jax.jit(step, donate_argnums=0)
+    else:  # one compiled call runs K steps (what fit(steps_per_call=K) does)
+        step = jax.jit(scan_steps(step), donate_argnums=0)
+        batch = jax.tree.map(lambda a: jnp.stack([a] * steps_per_call), batch)
 
     def run(n):
-        for _ in range(n):
+        if n % steps_per_call:
+            raise ValueError(f"{n} steps are not a multiple of {steps_per_call} per call")
+        for _ in range(n // steps_per_call):
             ts[0], metrics = step(ts[0], batch)
         metrics["loss"].block_until_ready()
 
@@ -216,12 +226,15 @@ def bench(c, rounds: int, steps: int) -> tuple[dict[str, tuple[float, float]], f
         "nnfun GPT (default: Stack unrolled)": make_nnfun(c, batch),
         "nnfun GPT(unroll=1) (Stack as a loop)": make_nnfun(c, batch, unroll=1),
         "nnfun GPT(stacked=False) (Sequential)": make_nnfun(c, batch, stacked=False),
+        f"nnfun GPT, {steps} steps per call (scan_steps)": make_nnfun(
+            c, batch, steps_per_call=steps
+        ),
     }
     torch_run = make_torch(c, batch)
     if torch_run is not None:
         contenders["PyTorch eager"] = torch_run
     for run in contenders.values():
-        run(2)  # compile and warm up
+        run(steps)  # compile and warm up
     times = {name: ([], []) for name in contenders}
     names = list(contenders)
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
