@@ -98,7 +98,10 @@ def fit(
     evaluation, a checkpoint or the last step, so when those intervals are not
     multiples of K the shorter remainder calls compile once more each (at most
     one extra compile per distinct remainder; all of them happen in the first
-    interval). K=1 and K=16 give the same parameters (see the tests).
+    interval). K=1 and K=16 give the same parameters (see the tests). On CPU,
+    K > 1 also makes XLA allocate its scratch buffer once per call instead of
+    once per step (the GPT benchmark's step: 157 -> 116 ms at K=5;
+    ``benchmarks/NOTES.md``, phase 4).
 
     ``fit`` reads a call's metrics only after queueing the next call, so its host
     work (gathering batches, the progress bar) overlaps the device's compute.
