@@ -165,6 +165,14 @@ def test_heads_must_divide_width(key):
         nf.MultiHeadAttention(4, num_kv_heads=3)
 
 
+def test_params_of_another_kv_head_count_name_the_projection(key):
+    x = jnp.zeros((1, 3, 8))
+    params, state = nf.MultiHeadAttention(4, num_kv_heads=2).init(key, x)
+    model = nf.Sequential({"attn": nf.MultiHeadAttention(4, num_kv_heads=1)})
+    with pytest.raises(nf.LayerError, match=r"Dense at 'attn/key'.*kernel \(in, 2\).*\(8, 4\)"):
+        model.apply({"attn": params}, {"attn": state}, x)
+
+
 def test_bad_settings_and_inputs(key):
     with pytest.raises(ValueError, match="positive int"):
         nf.MultiHeadAttention(0)

@@ -56,6 +56,16 @@ def test_bad_dense_settings():
         nf.Dense(0)
 
 
+def test_dense_rejects_params_of_another_width(key):
+    params, _ = nf.Dense(3).init(key, jnp.zeros((1, 2)))
+    with pytest.raises(
+        nf.LayerError, match=r"Dense at '<root>'.*kernel \(in, 4\).*got kernel \(2, 3\)"
+    ):
+        nf.Dense(4).apply(params, {}, jnp.zeros((1, 2)))
+    with pytest.raises(nf.LayerError, match=r"bias \(2,\)"):
+        nf.Dense(3).apply({**params, "bias": jnp.zeros(2)}, {}, jnp.zeros((1, 2)))
+
+
 def test_dense_rejects_scalar_input(key):
     with pytest.raises(nf.LayerError, match="feature axis"):
         nf.Dense(3).init(key, jnp.zeros(()))

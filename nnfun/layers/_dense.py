@@ -61,6 +61,15 @@ class Dense(Layer):
 
     def apply(self, params, state, x, *, key=None, train=False):
         kernel = params["kernel"]
+        bias_shape = params["bias"].shape if self.use_bias else (self.features,)
+        if kernel.ndim != 2 or kernel.shape[1] != self.features or bias_shape != (self.features,):
+            raise layer_error(
+                self,
+                f"expected a kernel (in, {self.features}) and a bias ({self.features},) for "
+                f"features={self.features}, got kernel {tuple(kernel.shape)} and bias "
+                f"{tuple(bias_shape)}. The params come from a layer of another width: "
+                "re-run init, or match the layer's configuration to the checkpoint.",
+            )
         if x.ndim < 1 or x.shape[-1] != kernel.shape[0]:
             raise layer_error(
                 self,
