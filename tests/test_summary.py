@@ -22,6 +22,19 @@ def test_summary_rows_shapes_counts_and_flops():
     assert "hidden" in text and "Dense" in text and "(4, 3) float32" in text
 
 
+@pytest.mark.parametrize("remat", [False, True])
+def test_summary_counts_every_copy_of_a_stack(remat):
+    # XLA's cost analysis counts a loop body once; summary costs a Stack unrolled.
+    x = jax.ShapeDtypeStruct((2, 8), jnp.float32)
+    stack = nf.Stack(4, nf.Dense(8), remat=remat)
+    one_copy = 2 * 2 * 8 * 8 + 2 * 8  # closed form, as in the test above
+    assert nf.summary(stack, x).total_flops == pytest.approx(4 * one_copy, rel=0.05)
+    # ... without changing how the Stack itself traces outside summary.
+    params, state = stack.init(jax.random.key(0), jnp.zeros((2, 8)))
+    text = jax.jit(stack.apply).lower(params, state, jnp.zeros((2, 8))).as_text()
+    assert "while" in text
+
+
 def test_summary_nests_paths_parent_first():
     model = nf.Sequential({"block": nf.Residual(nf.Dense(4))})
     paths = [r.path for r in nf.summary(model, jnp.zeros((2, 4))).rows]

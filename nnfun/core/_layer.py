@@ -160,6 +160,31 @@ def apply_child(name: str, layer: Layer, params: Params, state: State, x: Any, k
     return y, new_state
 
 
+_UNROLL_LOOPS: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "nnfun_unroll_loops", default=False
+)
+
+
+def loops_unrolled() -> bool:
+    """Whether layers should trace their loops unrolled (see :func:`unrolling_loops`)."""
+    return _UNROLL_LOOPS.get()
+
+
+@contextlib.contextmanager
+def unrolling_loops():
+    """Within, ``Stack`` traces its ``lax.scan`` fully unrolled.
+
+    XLA's cost analysis counts a loop body once, whatever its trip count;
+    :func:`nnfun.summary` lowers each layer inside this context so that the
+    FLOPs of a Stack count every copy.
+    """
+    token = _UNROLL_LOOPS.set(True)
+    try:
+        yield
+    finally:
+        _UNROLL_LOOPS.reset(token)
+
+
 @contextlib.contextmanager
 def recording():
     """Collects ``(path, layer, in_spec, out_spec, params, state)`` of every child applied."""

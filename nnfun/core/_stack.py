@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._combinators import as_layer
-from ._layer import Layer, child_key, layer_error, scope, spec_of
+from ._layer import Layer, child_key, layer_error, loops_unrolled, scope, spec_of
 
 
 def _policy(remat_policy: str | Callable | None) -> Callable | None:
@@ -122,8 +122,9 @@ class Stack(Layer):
         if self.remat:
             body = jax.checkpoint(body, policy=_policy(self.remat_policy))
         with scope("layer"):
+            unroll = True if loops_unrolled() else self.unroll
             y, new_state = jax.lax.scan(
-                body, x, (layer_params, layer_state, self._salts()), unroll=self.unroll
+                body, x, (layer_params, layer_state, self._salts()), unroll=unroll
             )
         return y, _wrap(new_state)
 

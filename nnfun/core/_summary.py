@@ -8,7 +8,7 @@ from typing import Any
 
 import jax
 
-from ._layer import Layer, init_shapes, recording, spec_of
+from ._layer import Layer, init_shapes, recording, spec_of, unrolling_loops
 from ._params import count_params
 
 
@@ -20,7 +20,10 @@ def _shape_text(spec: Any) -> str:
 def _flops(layer: Layer, params: Any, state: Any, x: Any) -> float | None:
     apply = functools.partial(layer.apply, train=False)
     try:
-        cost = jax.jit(apply).lower(params, state, x).cost_analysis()
+        # Unrolled, so that a Stack's FLOPs count every copy, not the loop body once.
+        with unrolling_loops():
+            lowered = jax.jit(apply).lower(params, state, x)
+        cost = lowered.cost_analysis()
     except Exception:
         return None
     if isinstance(cost, (list, tuple)):
@@ -77,7 +80,9 @@ def summary(model: Layer, x: Any) -> Summary:
 
     Nothing runs on data: shapes come from ``jax.eval_shape`` and FLOPs from
     XLA's cost analysis of each layer's lowered computation (blank where the
-    backend reports none).
+    backend reports none). A ``Stack`` is costed unrolled, so its FLOPs are
+    the sum over its copies; an ``RNN``'s scan over time counts one step, as
+    XLA reports a loop.
 
     Example:
         >>> import jax, jax.numpy as jnp, nnfun as nf
