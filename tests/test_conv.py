@@ -48,17 +48,22 @@ def _numpy_conv(x, kernel, strides, pads, dilation, groups):
     return y
 
 
-def _numpy_conv_transpose(x, kernel, strides, dilation, crops):
-    """The scatter-add definition: x[i] @ kernel[j] lands at stride * i + dilation * j."""
+def _numpy_conv_transpose(x, kernel, strides, dilation, crops, groups=1):
+    """The scatter-add definition: x[i] @ kernel[j] lands at stride * i + dilation * j
+    (per channel group: input group g through kernel group g into output group g)."""
     rank = kernel.ndim - 2
     sizes = x.shape[1:-1]
     windows = [(k - 1) * d + 1 for k, d in zip(kernel.shape[:rank], dilation)]
     full = [(n - 1) * s + w for n, s, w in zip(sizes, strides, windows)]
+    cin, fout = kernel.shape[-2], kernel.shape[-1] // groups
     y = np.zeros((x.shape[0], *full, kernel.shape[-1]), np.float64)
     for i in itertools.product(*[range(n) for n in sizes]):
         for j in itertools.product(*[range(k) for k in kernel.shape[:rank]]):
             o = tuple(a * s + b * d for a, b, s, d in zip(i, j, strides, dilation))
-            y[(slice(None), *o)] += x[(slice(None), *i)] @ kernel[j]
+            for g in range(groups):
+                part = x[(slice(None), *i, slice(g * cin, (g + 1) * cin))]
+                k = kernel[(*j, slice(None), slice(g * fout, (g + 1) * fout))]
+                y[(slice(None), *o, slice(g * fout, (g + 1) * fout))] += part @ k
     index = tuple(slice(lo, n - hi) for (lo, hi), n in zip(crops, full) if True)
     if any(lo < 0 or hi < 0 for lo, hi in crops):
         y = np.pad(y, [(0, 0), *[(max(-lo, 0), max(-hi, 0)) for lo, hi in crops], (0, 0)])
@@ -131,6 +136,8 @@ TRANSPOSE_CASES = [
     ((1, 3, 3, 2), dict(features=2, kernel_size=(4, 2), strides=(2, 1), kernel_dilation=(1, 2))),
     ((2, 4, 1), dict(features=2, kernel_size=(2,), strides=3, padding="SAME")),
     ((1, 3, 2), dict(features=2, kernel_size=(3,), strides=2, padding=((1, -1),))),
+    ((2, 4, 4), dict(features=6, kernel_size=(3,), strides=2, feature_group_count=2)),
+    ((1, 3, 3, 3), dict(features=3, kernel_size=(2, 3), strides=2, feature_group_count=3)),
 ]
 
 
@@ -153,9 +160,11 @@ def test_conv_transpose_matches_scatter_add(shape, kwargs, key):
     else:
         crops = list(layer.padding)
     expected = _numpy_conv_transpose(
-        x, params["kernel"], layer.strides, layer.kernel_dilation, crops
+        x, params["kernel"], layer.strides, layer.kernel_dilation, crops, layer.feature_group_count
     )
     np.testing.assert_allclose(y, expected + params["bias"], rtol=1e-4, atol=1e-4)
+    groups = layer.feature_group_count
+    assert params["kernel"].shape == (*layer.kernel_size, shape[-1] // groups, layer.features)
 
 
 @pytest.mark.parametrize(("n", "k", "s"), [(8, 3, 2), (6, 4, 2), (9, 2, 3), (4, 1, 2)])
@@ -173,6 +182,22 @@ def test_same_conv_transpose_is_the_transpose_of_same_conv(n, k, s, key):
     )
 
 
+def test_grouped_same_conv_transpose_is_the_transpose_of_grouped_conv(key):
+    x = jnp.asarray(_random((1, 8, 4)))
+    conv = nf.Conv(6, (3,), strides=2, feature_group_count=2, use_bias=False)
+    params, state = conv.init(key, x)
+    y, vjp = jax.vjp(lambda v: conv.apply(params, state, v)[0], x)
+    cotangent = jnp.asarray(_random(y.shape, seed=1))
+    # Per group, swap the kernel's in/out axes: (3, 2, 6) -> two (3, 3, 2) -> (3, 3, 4).
+    groups = jnp.split(params["kernel"], 2, axis=-1)
+    kernel = jnp.concatenate([jnp.swapaxes(g, -1, -2) for g in groups], axis=-1)
+    up = nf.ConvTranspose(4, (3,), strides=2, feature_group_count=2, use_bias=False)
+    assert up.init(key, cotangent)[0]["kernel"].shape == kernel.shape
+    np.testing.assert_allclose(
+        up.apply({"kernel": kernel}, {}, cotangent)[0], vjp(cotangent)[0], rtol=1e-5, atol=1e-5
+    )
+
+
 @pytest.mark.parametrize(
     ("layer", "shape"),
     [
@@ -180,6 +205,7 @@ def test_same_conv_transpose_is_the_transpose_of_same_conv(n, k, s, key):
         (nf.Conv(4, (2, 2), strides=2, feature_group_count=2), (1, 4, 4, 2)),
         (nf.Conv(2, (2, 2, 2), use_bias=False), (1, 3, 3, 3, 1)),
         (nf.ConvTranspose(2, (3, 3), strides=2), (1, 3, 3, 2)),
+        (nf.ConvTranspose(4, (3,), strides=2, feature_group_count=2), (2, 5, 2)),
     ],
 )
 def test_conformance(layer, shape, key):
@@ -212,6 +238,8 @@ def test_hyperparameter_errors():
         nf.Conv(4, (3, 3), strides=(1, 1, 1))
     with pytest.raises(ValueError, match="feature_group_count"):
         nf.Conv(4, (3,), feature_group_count=0)
+    with pytest.raises(ValueError, match="ConvTranspose feature_group_count must be a positive"):
+        nf.ConvTranspose(4, (3,), feature_group_count=True)
     with pytest.raises(ValueError, match="features must be a positive int"):
         nf.ConvTranspose(0, (3,))
     with pytest.raises(ValueError, match="tuple of positive ints"):
@@ -259,3 +287,9 @@ def test_groups_must_divide_channels(key):
         match=r"Conv at 'dw'.*feature_group_count=4 must divide.*\(6\) and features \(6\)",
     ):
         model.init(key, jnp.zeros((1, 5, 6)))
+    up = nf.Sequential({"up": nf.ConvTranspose(6, (3,), feature_group_count=4)})
+    with pytest.raises(
+        nf.LayerError,
+        match=r"ConvTranspose at 'up'.*feature_group_count=4 must divide.*\(4\) and features \(6\)",
+    ):
+        up.init(key, jnp.zeros((1, 5, 4)))

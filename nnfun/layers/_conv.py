@@ -133,10 +133,13 @@ class _ConvBase(Layer):
             raise ValueError(f"{owner} features must be a positive int, got {self.features!r}")
         get_initializer(self.kernel_init, f"{owner} kernel_init")
         get_initializer(self.bias_init, f"{owner} bias_init")
+        groups = self.feature_group_count
+        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+            raise ValueError(f"{owner} feature_group_count must be a positive int, got {groups!r}")
 
     @property
     def _groups(self) -> int:
-        return 1
+        return self.feature_group_count
 
     def _windows(self) -> tuple[int, ...]:
         return tuple((k - 1) * d + 1 for k, d in zip(self.kernel_size, self.kernel_dilation))
@@ -226,14 +229,6 @@ class Conv(_ConvBase):
             raise ValueError(
                 f"Conv padding='CAUSAL' is for 1-D convolution, got kernel_size {self.kernel_size}"
             )
-        if not isinstance(self.feature_group_count, int) or self.feature_group_count < 1:
-            raise ValueError(
-                f"Conv feature_group_count must be a positive int, got {self.feature_group_count!r}"
-            )
-
-    @property
-    def _groups(self) -> int:
-        return self.feature_group_count
 
     def _pads(self, x):
         check_rank(self, x, len(self.kernel_size), "convolution")
@@ -282,12 +277,15 @@ class ConvTranspose(_ConvBase):
         strides: int or tuple: the upsampling factor.
         padding: ``"SAME"``, ``"VALID"`` or ``(low, high)`` crop pairs.
         kernel_dilation: int or tuple, spacing of kernel taps.
+        feature_group_count: split channels into this many groups: input
+            channel group ``g`` feeds only output channel group ``g``
+            (PyTorch's ``groups``).
         use_bias: add a per-feature bias.
         kernel_init: initializer for the kernel.
         bias_init: initializer for the bias.
 
     Shapes: ``(batch, *spatial, in) -> (batch, *spatial_out, features)``;
-    kernel ``(*kernel_size, in, features)``.
+    kernel ``(*kernel_size, in // feature_group_count, features)``.
 
     Example:
         >>> import jax, jax.numpy as jnp, nnfun as nf
@@ -302,6 +300,7 @@ class ConvTranspose(_ConvBase):
     strides: int | tuple[int, ...] = 1
     padding: str | tuple[tuple[int, int], ...] = "SAME"
     kernel_dilation: int | tuple[int, ...] = 1
+    feature_group_count: int = 1
     use_bias: bool = True
     kernel_init: str | Callable[..., Any] = "lecun_normal"
     bias_init: str | Callable[..., Any] = "zeros"
@@ -338,6 +337,7 @@ class ConvTranspose(_ConvBase):
 
     def init(self, key, x):
         self._check_input(x)
+        self._check_channels(x.shape[-1])
         return self._make_params(key, x.shape[-1]), {}
 
     def apply(self, params, state, x, *, key=None, train=False):
@@ -360,5 +360,8 @@ class ConvTranspose(_ConvBase):
             lhs_dilation=self.strides,
             rhs_dilation=self.kernel_dilation,
             dimension_numbers=dimension_numbers(rank),
+            # Groups carry over: the flipped kernel of group g still maps input
+            # channel group g to output channel group g.
+            feature_group_count=self.feature_group_count,
         )
         return self._add_bias(params, y), state
