@@ -167,31 +167,22 @@ def test_conv_transpose_matches_scatter_add(shape, kwargs, key):
     assert params["kernel"].shape == (*layer.kernel_size, shape[-1] // groups, layer.features)
 
 
-@pytest.mark.parametrize(("n", "k", "s"), [(8, 3, 2), (6, 4, 2), (9, 2, 3), (4, 1, 2)])
-def test_same_conv_transpose_is_the_transpose_of_same_conv(n, k, s, key):
-    x = jnp.asarray(_random((1, n, 2)))
-    conv = nf.Conv(3, (k,), strides=s, use_bias=False)
+@pytest.mark.parametrize(
+    ("n", "k", "s", "groups"),
+    [(8, 3, 2, 1), (6, 4, 2, 1), (9, 2, 3, 1), (4, 1, 2, 1), (8, 3, 2, 2)],
+)
+def test_same_conv_transpose_is_the_transpose_of_same_conv(n, k, s, groups, key):
+    x = jnp.asarray(_random((1, n, 2 * groups)))
+    conv = nf.Conv(3 * groups, (k,), strides=s, feature_group_count=groups, use_bias=False)
     params, state = conv.init(key, x)
     y, vjp = jax.vjp(lambda v: conv.apply(params, state, v)[0], x)
     cotangent = jnp.asarray(_random(y.shape, seed=1))
-    # The transposed layer maps 3 -> 2 channels: swap the kernel's in/out axes.
-    up = nf.ConvTranspose(2, (k,), strides=s, use_bias=False)
-    up_params = {"kernel": jnp.swapaxes(params["kernel"], -1, -2)}
-    np.testing.assert_allclose(
-        up.apply(up_params, {}, cotangent)[0], vjp(cotangent)[0], rtol=1e-5, atol=1e-5
+    # The transposed layer maps 3 -> 2 channels per group: swap each group's kernel
+    # in/out axes, (k, 2, 3 * groups) -> groups x (k, 3, 2) -> (k, 3, 2 * groups).
+    kernel = jnp.concatenate(
+        [jnp.swapaxes(g, -1, -2) for g in jnp.split(params["kernel"], groups, axis=-1)], axis=-1
     )
-
-
-def test_grouped_same_conv_transpose_is_the_transpose_of_grouped_conv(key):
-    x = jnp.asarray(_random((1, 8, 4)))
-    conv = nf.Conv(6, (3,), strides=2, feature_group_count=2, use_bias=False)
-    params, state = conv.init(key, x)
-    y, vjp = jax.vjp(lambda v: conv.apply(params, state, v)[0], x)
-    cotangent = jnp.asarray(_random(y.shape, seed=1))
-    # Per group, swap the kernel's in/out axes: (3, 2, 6) -> two (3, 3, 2) -> (3, 3, 4).
-    groups = jnp.split(params["kernel"], 2, axis=-1)
-    kernel = jnp.concatenate([jnp.swapaxes(g, -1, -2) for g in groups], axis=-1)
-    up = nf.ConvTranspose(4, (3,), strides=2, feature_group_count=2, use_bias=False)
+    up = nf.ConvTranspose(2 * groups, (k,), strides=s, feature_group_count=groups, use_bias=False)
     assert up.init(key, cotangent)[0]["kernel"].shape == kernel.shape
     np.testing.assert_allclose(
         up.apply({"kernel": kernel}, {}, cotangent)[0], vjp(cotangent)[0], rtol=1e-5, atol=1e-5
