@@ -35,6 +35,21 @@ def test_summary_counts_every_copy_of_a_stack(remat):
     assert "while" in text
 
 
+def test_summary_counts_every_time_step_of_an_rnn():
+    # The RNN's scan over time is costed unrolled too: every step's recurrent product.
+    batch, time, features, hidden = 2, 30, 4, 8
+    x = jax.ShapeDtypeStruct((batch, time, features), jnp.float32)
+    rnn = nf.RNN(nf.SimpleRNN(hidden))
+    # Closed form: inputs projected in one product (+ bias), then per step h @ U and
+    # the add of the projected input (tanh counts as a transcendental, not a FLOP).
+    project = 2 * batch * time * features * hidden + batch * time * hidden
+    recur = time * (2 * batch * hidden * hidden + batch * hidden)
+    assert nf.summary(rnn, x).total_flops == pytest.approx(project + recur, rel=0.02)
+    params, state = rnn.init(jax.random.key(0), jnp.zeros((batch, time, features)))
+    text = jax.jit(rnn.apply).lower(params, state, jnp.zeros((batch, time, features))).as_text()
+    assert "while" in text  # outside summary the RNN still runs as a loop
+
+
 def test_summary_nests_paths_parent_first():
     model = nf.Sequential({"block": nf.Residual(nf.Dense(4))})
     paths = [r.path for r in nf.summary(model, jnp.zeros((2, 4))).rows]

@@ -172,11 +172,11 @@ def loops_unrolled() -> bool:
 
 @contextlib.contextmanager
 def unrolling_loops():
-    """Within, ``Stack`` traces its ``lax.scan`` fully unrolled.
+    """Within, ``Stack`` and ``RNN`` trace their ``lax.scan`` fully unrolled.
 
     XLA's cost analysis counts a loop body once, whatever its trip count;
     :func:`nnfun.summary` lowers each layer inside this context so that the
-    FLOPs of a Stack count every copy.
+    FLOPs of a Stack count every copy and those of an RNN every time step.
     """
     token = _UNROLL_LOOPS.set(True)
     try:

@@ -80,9 +80,10 @@ def summary(model: Layer, x: Any) -> Summary:
 
     Nothing runs on data: shapes come from ``jax.eval_shape`` and FLOPs from
     XLA's cost analysis of each layer's lowered computation (blank where the
-    backend reports none). A ``Stack`` is costed unrolled, so its FLOPs are
-    the sum over its copies; an ``RNN``'s scan over time counts one step, as
-    XLA reports a loop.
+    backend reports none). The loops of a ``Stack`` (over its copies) and of an
+    ``RNN`` (over time) are costed unrolled, so their FLOPs are the sum over
+    every copy and every time step; lowering a sequence of thousands of steps
+    unrolled takes seconds (a GRU over 1000 steps: about 1.4 s).
 
     Example:
         >>> import jax, jax.numpy as jnp, nnfun as nf

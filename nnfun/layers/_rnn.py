@@ -15,7 +15,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from ..core._layer import Layer, child_key, layer_error, scope
+from ..core._layer import Layer, child_key, layer_error, loops_unrolled, scope
 from ._recurrent import RecurrentCell
 
 _KEYS = ("inputs", "carry", "lengths", "mask")
@@ -151,7 +151,11 @@ class RNN(Layer):
                 return (new_c, last), y
 
             (carry, last), ys = jax.lax.scan(
-                body, (carry, last), (projected, masks), reverse=self.reverse
+                body,
+                (carry, last),
+                (projected, masks),
+                reverse=self.reverse,
+                unroll=loops_unrolled(),  # within nf.summary: count every step's FLOPs
             )
         y = jnp.swapaxes(ys, 0, 1) if self.return_sequences else last
         return ((y, carry) if self.return_carry else y), state
