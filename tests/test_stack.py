@@ -46,7 +46,7 @@ def test_outputs_match_sequential(key, train):
         assert not np.allclose(y, stack.apply(params, state, x)[0])
 
 
-@pytest.mark.parametrize("unroll", [2, True])
+@pytest.mark.parametrize("unroll", [2, True, False])
 def test_unroll_gives_the_same_outputs_and_gradients(key, unroll):
     x = jax.random.normal(key, (3, 6))
     stack, seq = nf.Stack(3, block(), unroll=unroll), nf.Sequential([block()] * 3)
@@ -114,7 +114,7 @@ def test_bad_settings():
     with pytest.raises(ValueError, match="checkpoint_policies"):
         nf.Stack(2, nf.Dense(3), remat=True, remat_policy="save_everything_please")
     for bad in (0, -1, 1.5, "all"):
-        with pytest.raises(ValueError, match="unroll must be True or an int"):
+        with pytest.raises(ValueError, match="unroll must be True, False or an int >= 1"):
             nf.Stack(2, nf.Dense(3), unroll=bad)
 
 

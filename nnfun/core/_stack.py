@@ -44,7 +44,8 @@ class Stack(Layer):
             ``jax.checkpoint_policies`` (``"dots_saveable"``, ``"nothing_saveable"``,
             ...) or such a policy function. Only used when ``remat=True``.
         unroll: passed to ``lax.scan``: how many copies each loop iteration runs
-            (an int >= 1, or True for all of them). The default 1 keeps compile
+            (an int >= 1, True for all of them, or False: the same as 1, as in
+            ``lax.scan``). The default 1 keeps compile
             time independent of depth; ``True`` on a shallow stack gives back the
             speed of a Python loop (on XLA:CPU a 4-block GPT step in ``lax.scan``
             measured 6-15% slower, ``benchmarks/NOTES.md``) at the cost of
@@ -74,7 +75,9 @@ class Stack(Layer):
         if not isinstance(self.unroll, int) or (
             not isinstance(self.unroll, bool) and self.unroll < 1
         ):
-            raise ValueError(f"Stack unroll must be True or an int >= 1, got {self.unroll!r}")
+            raise ValueError(
+                f"Stack unroll must be True, False or an int >= 1, got {self.unroll!r}"
+            )
         object.__setattr__(self, "layer", as_layer(self.layer))
         if isinstance(self.remat_policy, str) and not hasattr(
             jax.checkpoint_policies, self.remat_policy
