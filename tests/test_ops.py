@@ -152,7 +152,7 @@ def test_causal_attention_gradient_matches_autodiff_of_reference(block):
             return lambda *a: jnp.sum(fn(*a) * w)
 
         blocked = functools.partial(ops.causal_attention, block=block)
-        ours = jax.grad(loss(blocked), argnums=(0, 1, 2))(q, k, v)
+        ours = jax.jit(jax.grad(loss(blocked), argnums=(0, 1, 2)))(q, k, v)
         ref = jax.grad(loss(_plain_causal_attention), argnums=(0, 1, 2))(q, k, v)
         for a, b in zip(ours, ref):
             np.testing.assert_allclose(a, b, atol=1e-12)
