@@ -182,6 +182,28 @@ def test_unequal_batches_cannot_be_fused():
                progress=False)  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    ("eval_data", "error", "match"),
+    [
+        ({"val": EVAL}, TypeError, r"eval_data must be one dict .* got \['val'\]"),
+        ([EVAL["x"], EVAL["y"]], TypeError, "eval_data must be one dict .* got list"),
+        ({"x": EVAL["x"], "y": EVAL["y"][:7]}, ValueError, r"equal length, got shapes .*\(7,\)"),
+        ({"x": EVAL["x"], "y": np.int32(1)}, ValueError, "one leading example axis"),
+    ],
+)
+def test_bad_eval_data_fails_before_training(eval_data, error, match):
+    traced = []
+
+    def loss(outputs, targets):
+        traced.append(outputs.shape)  # runs when fit traces its first step
+        return nf.softmax_cross_entropy(outputs, targets)
+
+    with pytest.raises(error, match=match):
+        nf.fit(MODEL, loss, ADAM, TRAIN, steps=2, batch_size=8, eval_data=eval_data,
+               progress=False)  # fmt: skip
+    assert traced == []
+
+
 def test_bad_train_data():
     with pytest.raises(TypeError, match="train_data must be a dict"):
         nf.fit(MODEL, nf.mse, ADAM, [TRAIN], steps=2, batch_size=8, progress=False)

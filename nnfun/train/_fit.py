@@ -12,7 +12,15 @@ import optax
 
 from ..core._layer import Layer
 from ._guard import diagnose
-from ._loop import Checkpoints, Progress, evaluate_all, make_batches, placer, stack
+from ._loop import (
+    Checkpoints,
+    Progress,
+    check_eval_data,
+    evaluate_all,
+    make_batches,
+    placer,
+    stack,
+)
 from ._step import LossFn, Metrics, TrainState, eval_step, scan_steps, train_step
 
 
@@ -124,7 +132,8 @@ def fit(
         seed: seeds the parameters, dropout and the batch order.
         train_state: start from this state instead of ``TrainState.create``.
         metrics: ``{name: fn(outputs, targets)}`` reported with the loss.
-        eval_data: a dict like ``train_data`` evaluated (``train=False``) every
+        eval_data: one dict ``{"x": inputs, "y": targets}`` of arrays, checked
+            before the first step and evaluated (``train=False``) every
             ``eval_every`` steps and at the end.
         eval_every: steps between evaluations; default one epoch.
         eval_batch_size: examples per evaluation call (metrics are example-weighted).
@@ -162,8 +171,10 @@ def fit(
     _check_positive("checkpoint_every", checkpoint_every, allow_none=True)
     _check_positive("eval_batch_size", eval_batch_size)
     batches = make_batches(train_data, batch_size, seed)
-    if eval_data is not None and eval_every is None:
-        eval_every = len(batches)
+    if eval_data is not None:
+        check_eval_data(eval_data)
+        if eval_every is None:
+            eval_every = len(batches)
 
     if train_state is None:
         first = next(batches.iterate(0))

@@ -30,6 +30,24 @@ def make_batches(train_data: Any, batch_size: int | None, seed: int) -> Any:
     return Batches(train_data, batch_size, seed=seed)
 
 
+def check_eval_data(eval_data: Any) -> None:
+    """Fails before training, not at the first evaluation, on an unusable ``eval_data``."""
+    if not isinstance(eval_data, Mapping) or "x" not in eval_data or "y" not in eval_data:
+        got = sorted(eval_data) if isinstance(eval_data, Mapping) else type(eval_data).__name__
+        raise TypeError(
+            f"fit: eval_data must be one dict {{'x': inputs, 'y': targets}} of arrays, got "
+            f"{got}. Fix: eval_data={{'x': x_val, 'y': y_val}} (one evaluation set)."
+        )
+    leaves = jax.tree_util.tree_leaves_with_path(eval_data)
+    lengths = {np.shape(leaf)[0] if np.ndim(leaf) else None for _, leaf in leaves}
+    if len(lengths) != 1 or None in lengths:
+        shapes = {jax.tree_util.keystr(path): np.shape(leaf) for path, leaf in leaves}
+        raise ValueError(
+            "fit: eval_data needs arrays with one leading example axis of equal length, "
+            f"got shapes {shapes}"
+        )
+
+
 def stack(batches: list[dict]) -> dict:
     """Stacks K batches on a new leading axis (on the host; one transfer follows)."""
     shapes = {tuple(np.shape(leaf) for leaf in jax.tree.leaves(b)) for b in batches}
