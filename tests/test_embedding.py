@@ -47,11 +47,18 @@ def test_tied_gradient_collects_both_uses(key):
     np.testing.assert_allclose(grad, expected, rtol=1e-5, atol=1e-6)
 
 
-def test_out_of_range_ids_give_nan(key):
-    layer = nf.Embedding(3, 2)
+def test_out_of_range_ids_raise_eagerly_and_give_nan_under_jit(key):
+    layer = nf.Sequential({"emb": nf.Embedding(3, 2)})
     params, state = layer.init(key, jnp.zeros((1,), jnp.int32))
-    y, _ = layer.apply(params, state, jnp.array([0, 3]))
+    for bad, low, high in ((jnp.array([0, 3]), 0, 3), (np.array([[-1, 2]]), -1, 2)):
+        with pytest.raises(
+            nf.LayerError, match=rf"'emb'.*ids in \[0, 3\), got ids from {low} to {high}"
+        ):
+            layer.apply(params, state, bad)
+    y, _ = jax.jit(layer.apply)(params, state, jnp.array([0, 3]))  # no values to check
     assert np.all(np.isfinite(y[0])) and np.all(np.isnan(y[1]))
+    y, _ = layer.apply(params, state, jnp.array([0, 2]))  # the edges are fine
+    assert np.all(np.isfinite(y))
 
 
 def test_custom_initializer(key):

@@ -7,6 +7,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ..core._initializers import get_initializer
 from ..core._layer import Layer, layer_error
@@ -15,9 +16,11 @@ from ..core._layer import Layer, layer_error
 class Embedding(Layer):
     """Maps integer ids to learned vectors: ``y[..., :] = embedding[ids[...], :]``.
 
-    Ids must lie in ``[0, num_embeddings)``; an id outside that range gives a
-    row of NaN (``jnp.take``'s fill mode) instead of silently reading a
-    clamped row, so the mistake shows up in the loss.
+    Ids must lie in ``[0, num_embeddings)``. Called eagerly, an id outside that
+    range raises a ``LayerError``; under ``jit`` the ids are not known when the
+    check would run, so such an id gives a row of NaN (``jnp.take``'s fill mode)
+    instead of silently reading a clamped row, and the mistake shows up in the
+    loss.
 
     :meth:`attend` is the tied output projection of a language model:
     ``logits = x @ embedding.T``.
@@ -62,6 +65,19 @@ class Embedding(Layer):
                 "Fix: pass token ids, e.g. ids.astype(jnp.int32).",
             )
 
+    def _check_range(self, x):
+        if isinstance(x, jax.core.Tracer) or not hasattr(x, "__array__") or x.size == 0:
+            return  # traced (under jit, grad, vmap) or abstract: no values to check
+        ids = np.asarray(x)
+        low, high = int(ids.min()), int(ids.max())
+        if low < 0 or high >= self.num_embeddings:
+            raise layer_error(
+                self,
+                f"expected ids in [0, {self.num_embeddings}), got ids from {low} to {high} "
+                f"(shape {tuple(ids.shape)}). Fix: num_embeddings must exceed the largest "
+                "id (the vocabulary size), and ids must not be negative.",
+            )
+
     def init(self, key, x):
         self._check_ids(x)
         shape = (self.num_embeddings, self.features)
@@ -69,6 +85,7 @@ class Embedding(Layer):
 
     def apply(self, params, state, x, *, key=None, train=False):
         self._check_ids(x)
+        self._check_range(x)
         table = params["embedding"]
         return jnp.take(table, x, axis=0, mode="fill", fill_value=jnp.nan), state
 
