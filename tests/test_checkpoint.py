@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import os
 import struct
 from typing import NamedTuple
 
@@ -192,6 +193,14 @@ def test_leaf_names_are_readable_paths(path):
     nf.save(path, {"params": {"0": {"kernel": np.ones(2)}}, "opt": Pair(np.ones(1), [np.ones(1)])})
     names = set(safetensors.numpy.load_file(path))
     assert names == {"params/0/kernel", "opt/first", "opt/second/0"}
+
+
+def test_missing_parent_directories_are_created(tmp_path):
+    path = tmp_path / "runs" / "a" / "tree.safetensors"
+    tree = {"w": np.arange(6, dtype=np.float32).reshape(2, 3)}
+    nf.save(path, tree)
+    np.testing.assert_array_equal(nf.load(path)["w"], tree["w"])
+    assert os.listdir(path.parent) == ["tree.safetensors"]  # no temporary file left
 
 
 def test_single_array_tree(path):

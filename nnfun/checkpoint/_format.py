@@ -155,7 +155,9 @@ def atomic_open(path: str | os.PathLike):
     The data is flushed and fsynced before ``os.replace``, and the directory after
     it, so a crash at any moment leaves either the old file or the new one under
     ``path``, never a partial one. On an exception the temporary file is removed.
+    Missing parent directories are created first.
     """
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = temp_name(path)
     try:
         with open(tmp, "wb") as file:

@@ -144,6 +144,7 @@ def save(path: str | os.PathLike, tree: Any, *, metadata: Mapping[str, str] | No
     ``None``; nodes may be dicts, lists, tuples, NamedTuples (optax states) and
     registered dataclasses. The file is written under a temporary name, fsynced and
     renamed, so ``path`` holds the old file or the new one, never a partial one.
+    Missing parent directories are created.
 
     Args:
         path: the file to write (conventionally ``*.safetensors``).
