@@ -183,6 +183,8 @@ def test_bad_settings_and_inputs(key):
     attn = nf.MultiHeadAttention(2)
     with pytest.raises(nf.LayerError, match="'query' and optional"):
         attn.init(key, {"q": jnp.zeros((1, 2, 4))})
+    with pytest.raises(nf.LayerError, match=r"got a tuple of 2\. Fix: \{'query': q, 'key': kv\}"):
+        attn.init(key, (jnp.zeros((1, 2, 4)), jnp.zeros((1, 3, 4))))
     with pytest.raises(nf.LayerError, match=r"query of shape \(batch, time, features\)"):
         attn.init(key, jnp.zeros((2, 4)))
     params, _ = attn.init(key, {"query": jnp.zeros((1, 2, 4)), "key": jnp.zeros((1, 3, 4))})

@@ -109,6 +109,13 @@ class MultiHeadAttention(Layer):
         return self.num_kv_heads or self.num_heads
 
     def _inputs(self, x) -> tuple[Any, Any, Any, Any]:
+        if isinstance(x, tuple | list):
+            raise layer_error(
+                self,
+                f"expected an array (self-attention) or a dict with 'query' and optional "
+                f"'key', 'value', 'mask'; got a {type(x).__name__} of {len(x)}. Fix: "
+                "{'query': q, 'key': kv} for cross-attention.",
+            )
         if not isinstance(x, dict):
             return x, x, x, None
         if "query" not in x or set(x) - {"query", "key", "value", "mask"}:
