@@ -37,6 +37,7 @@ docs: $(VENV)/.dev-installed
 bench: $(VENV)/.dev-installed
 	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/cnn_step.py
+	$(PY) benchmarks/rnn_step.py
 	$(PY) benchmarks/gpt_step.py
 	$(PY) benchmarks/compile_time.py --only stack,sequential
 

@@ -2,9 +2,10 @@
 
 A cell is a layer whose input is ``(carry, x_t)`` and whose output is
 ``(new_carry, y_t)``; :class:`nnfun.RNN` scans it over a sequence. Each cell
-splits its step in two so the scan stays cheap: ``project_inputs`` multiplies
-every time step by the input kernel in one matrix product outside the scan, and
-``step`` does only the recurrent part.
+splits its step in two: ``project_inputs`` (the input kernel's product, which
+takes any leading shape) and ``step`` (the recurrent part). ``RNN`` runs both
+at every time step inside its scan: on XLA:CPU that measured faster than one
+product over all time steps before the scan (``benchmarks/NOTES.md``, phase 5).
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ class RecurrentCell(Layer):
 
     A subclass implements ``init(key, x_t)``, ``initial_carry(batch_size)`` and
     ``apply(params, state, (carry, x_t)) -> ((new_carry, y_t), state)``. It may
-    also override ``project_inputs``/``step`` (the built-in cells do) so that
-    :class:`nnfun.RNN` multiplies all time steps by the input kernel at once.
+    also override ``project_inputs``/``step`` (the built-in cells do):
+    :class:`nnfun.RNN` calls ``step(params, carry, project_inputs(params, x_t))``
+    at each time step.
     """
 
     def initial_carry(self, batch_size: int, dtype: Any = jnp.float32) -> Any:

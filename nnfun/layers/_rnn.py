@@ -133,15 +133,23 @@ class RNN(Layer):
             if carry is None:
                 carry = cell.initial_carry(batch, inputs.dtype)
             cell.check_carry(carry, batch)
-            projected = jnp.swapaxes(cell.project_inputs(cell_params, inputs), 0, 1)
-            y_spec = jax.eval_shape(cell.step, cell_params, carry, projected[0])[1]
+            steps = jnp.swapaxes(inputs, 0, 1)  # (time, batch, in)
+
+            def cell_step(c, x_t):
+                # The input product runs per step, inside the scan: on XLA:CPU that
+                # measured 0.55-0.65x the time of one product over all steps before
+                # the scan, whose (time, batch, gates * F) result the loop then
+                # copies and transposes (benchmarks/NOTES.md, phase 5).
+                return cell.step(cell_params, c, cell.project_inputs(cell_params, x_t))
+
+            y_spec = jax.eval_shape(cell_step, carry, steps[0])[1]
             last = jnp.zeros(y_spec.shape, y_spec.dtype)
             masks = None if mask is None else jnp.swapaxes(mask, 0, 1)
 
             def body(loop, inp):
                 c, last = loop
-                p_t, m_t = inp
-                new_c, y = cell.step(cell_params, c, p_t)
+                x_t, m_t = inp
+                new_c, y = cell_step(c, x_t)
                 if m_t is not None:
                     new_c = _select(m_t, new_c, c)
                     y = _select(m_t, y, jnp.zeros_like(y))
@@ -153,7 +161,7 @@ class RNN(Layer):
             (carry, last), ys = jax.lax.scan(
                 body,
                 (carry, last),
-                (projected, masks),
+                (steps, masks),
                 reverse=self.reverse,
                 unroll=loops_unrolled(),  # within nf.summary: count every step's FLOPs
             )
