@@ -38,6 +38,7 @@ bench: $(VENV)/.dev-installed
 	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/cnn_step.py
 	$(PY) benchmarks/rnn_step.py
+	$(PY) benchmarks/more_models.py
 	$(PY) benchmarks/gpt_step.py
 	$(PY) benchmarks/compile_time.py --only stack,sequential
 
