@@ -22,14 +22,11 @@ time per step and its ratio to raw JAX.
 
 from __future__ import annotations
 
-import argparse
-import statistics
-import time
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _steps import jax_runner, measure, nnfun_runs, own_step, print_table, rounds_and_inner
 
 import nnfun as nf
 
@@ -77,35 +74,6 @@ def raw_forward(params, x):
     return h @ params["w_out"] + params["b_out"][None, :]
 
 
-def own_step(apply, optimizer):
-    """A hand-written Adam step around ``apply(params, x) -> logits``."""
-
-    def step(params, opt_state, x, y):
-        def loss_fn(p):
-            logits = apply(p, x)
-            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-
-        loss, grads = jax.value_and_grad(loss_fn)(params)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
-
-    return jax.jit(step)
-
-
-def jax_runner(step, carry, x, y):
-    """Returns ``run(n)``: n steps, then a block on the result."""
-    box = {"carry": carry}
-
-    def run(n):
-        carry = box["carry"]
-        for _ in range(n):
-            *carry, _ = step(*carry, x, y)
-        jax.block_until_ready(carry)
-        box["carry"] = carry
-
-    return run
-
-
 def contenders(x_np, y_np):
     x, y = jnp.asarray(x_np), jnp.asarray(y_np)
     optimizer = optax.adam(LEARNING_RATE)
@@ -116,28 +84,7 @@ def contenders(x_np, y_np):
         own_step(raw_forward, optimizer), (params, optimizer.init(params)), x, y
     )
 
-    model = nnfun_model()
-    params, state = model.init(jax.random.key(0), x)
-
-    def apply(p, xs):
-        return model.apply(p, state, xs, train=True)[0]
-
-    runs["nnfun model + own step"] = jax_runner(
-        own_step(apply, optimizer), (params, optimizer.init(params)), x, y
-    )
-
-    step = jax.jit(nf.train_step(model, nf.softmax_cross_entropy, optimizer))
-    box = {"ts": nf.TrainState.create(model, optimizer, jax.random.key(0), x)}
-    batch = {"x": x, "y": y}
-
-    def run_train_step(n):
-        ts = box["ts"]
-        for _ in range(n):
-            ts, _ = step(ts, batch)
-        jax.block_until_ready(ts)
-        box["ts"] = ts
-
-    runs["nnfun train_step"] = run_train_step
+    runs.update(nnfun_runs(nnfun_model(), optimizer, x, y))
     torch_run = torch_runner(x_np, y_np)
     if torch_run is not None:
         runs["PyTorch eager"] = torch_run
@@ -171,21 +118,6 @@ def torch_runner(x_np, y_np):
     return run
 
 
-def measure(runs, rounds: int, inner: int) -> dict[str, float]:
-    for run in runs.values():
-        run(3)  # compile and warm up
-    times = {name: [] for name in runs}
-    names = list(runs)
-    for r in range(rounds):
-        # Rotate the order each round: a contender right after PyTorch (whose idle
-        # threads keep spinning for a while) would otherwise always pay for it.
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            start = time.perf_counter()
-            runs[name](inner)
-            times[name].append((time.perf_counter() - start) / inner)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
 def check_same_model(x_np, y_np):
     """The nnfun model computes the raw forward pass when given the same weights."""
     model = nnfun_model()
@@ -199,24 +131,15 @@ def check_same_model(x_np, y_np):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a few rounds, for a smoke test")
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--inner", type=int, default=50, help="steps per timed call")
-    args = parser.parse_args()
-    rounds, inner = (3, 5) if args.quick else (args.rounds, args.inner)
+    rounds, inner = rounds_and_inner(__doc__.splitlines()[0], 15, 50, quick=(3, 5))
     x_np, y_np = make_data()
     check_same_model(x_np, y_np)
     medians = measure(contenders(x_np, y_np), rounds, inner)
-    base = medians["raw JAX"]
-    print(
-        f"\nMNIST-1D CNN train step, batch {BATCH}, Adam; {jax.default_backend()}, "
-        f"median of {rounds} rounds x {inner} steps\n"
+    title = (
+        f"MNIST-1D CNN train step, batch {BATCH}, Adam; {jax.default_backend()}, "
+        f"median of {rounds} rounds x {inner} steps"
     )
-    print("| contender | ms / step | vs raw JAX |")
-    print("|---|---:|---:|")
-    for name, seconds in medians.items():
-        print(f"| {name} | {1e3 * seconds:.3f} | {seconds / base:.2f}x |")
+    print_table(medians, "raw JAX", title)
 
 
 if __name__ == "__main__":

@@ -21,14 +21,11 @@ donated. Interleaved rounds, median ms per step and the ratio to raw JAX.
 
 from __future__ import annotations
 
-import argparse
-import statistics
-import time
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _steps import measure, nnfun_runs, rounds_and_inner
 
 import nnfun as nf
 from nnfun.examples.digits import model as digits_model
@@ -53,9 +50,7 @@ def runner(step, carry, *args):
 
 
 def nnfun_runner(model, x, y):
-    ts = nf.TrainState.create(model, OPT, jax.random.key(0), x)
-    step = jax.jit(nf.train_step(model, nf.softmax_cross_entropy, OPT), donate_argnums=0)
-    return runner(lambda t, batch: step(t, batch)[0], ts, {"x": x, "y": y})
+    return nnfun_runs(model, OPT, x, y, donate=True)["nnfun train_step"]
 
 
 def batch_norm(h, scale, bias, mean, var, momentum=0.9, eps=1e-5):
@@ -173,26 +168,8 @@ def encoder_model() -> nf.Sequential:
     )
 
 
-def measure(runs: dict, rounds: int, inner: int) -> dict[str, float]:
-    for run in runs.values():
-        run(3)  # compile and warm up
-    times = {name: [] for name in runs}
-    names = list(runs)
-    for r in range(rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            start = time.perf_counter()
-            runs[name](inner)
-            times[name].append((time.perf_counter() - start) / inner)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a few rounds, for a smoke test")
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--inner", type=int, default=20, help="steps per timed call")
-    args = parser.parse_args()
-    rounds, inner = (2, 3) if args.quick else (args.rounds, args.inner)
+    rounds, inner = rounds_and_inner(__doc__.splitlines()[0], 15, 20, quick=(2, 3))
     rng = np.random.default_rng(0)
     x_img = jnp.asarray(rng.normal(size=(64, 8, 8, 1)), jnp.float32)
     x_seq = jnp.asarray(rng.normal(size=(B_ENC, T_ENC, D_ENC)), jnp.float32)

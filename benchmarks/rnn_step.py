@@ -23,14 +23,11 @@ round; the table gives the median time per step and its ratio to raw JAX.
 
 from __future__ import annotations
 
-import argparse
-import statistics
-import time
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _steps import jax_runner, measure, nnfun_runs, own_step, print_table, rounds_and_inner
 
 import nnfun as nf
 
@@ -92,33 +89,6 @@ def raw_forward(params, x, cell: str):
     return flat @ params["w_out"] + params["b_out"]
 
 
-def own_step(apply, optimizer):
-    """A hand-written Adam step around ``apply(params, x) -> logits``."""
-
-    def step(params, opt_state, x, y):
-        def loss_fn(p):
-            return optax.softmax_cross_entropy_with_integer_labels(apply(p, x), y).mean()
-
-        loss, grads = jax.value_and_grad(loss_fn)(params)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
-
-    return jax.jit(step)
-
-
-def jax_runner(step, carry, x, y):
-    box = {"carry": carry}
-
-    def run(n):
-        carry = box["carry"]
-        for _ in range(n):
-            *carry, _ = step(*carry, x, y)
-        jax.block_until_ready(carry)
-        box["carry"] = carry
-
-    return run
-
-
 def raw_from_nnfun(params: dict, cell: str) -> dict:
     """The raw contender's weights taken from an nnfun model's params."""
     c = params["rnn"]["cell"]
@@ -149,28 +119,7 @@ def contenders(x_np, y_np, cell: str) -> dict:
     raw_step = own_step(lambda p, xs: raw_forward(p, xs, cell), optimizer)
     runs["raw JAX (naive)"] = jax_runner(raw_step, (params, optimizer.init(params)), x, y)
 
-    model = nnfun_model(cell)
-    params, state = model.init(jax.random.key(0), x)
-
-    def apply(p, xs):
-        return model.apply(p, state, xs, train=True)[0]
-
-    runs["nnfun model + own step"] = jax_runner(
-        own_step(apply, optimizer), (params, optimizer.init(params)), x, y
-    )
-
-    step = jax.jit(nf.train_step(model, nf.softmax_cross_entropy, optimizer), donate_argnums=0)
-    box = {"ts": nf.TrainState.create(model, optimizer, jax.random.key(0), x)}
-    batch = {"x": x, "y": y}
-
-    def run_train_step(n):
-        ts = box["ts"]
-        for _ in range(n):
-            ts, _ = step(ts, batch)
-        jax.block_until_ready(ts)
-        box["ts"] = ts
-
-    runs["nnfun train_step"] = run_train_step
+    runs.update(nnfun_runs(nnfun_model(cell), optimizer, x, y, donate=True))
     torch_run = torch_runner(x_np, y_np, cell)
     if torch_run is not None:
         runs["PyTorch eager"] = torch_run
@@ -201,40 +150,17 @@ def torch_runner(x_np, y_np, cell: str):
     return run
 
 
-def measure(runs: dict, rounds: int, inner: int) -> dict[str, float]:
-    for run in runs.values():
-        run(3)  # compile and warm up
-    times = {name: [] for name in runs}
-    names = list(runs)
-    for r in range(rounds):
-        # Rotated order: PyTorch's idle threads spin for a while after its steps.
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            start = time.perf_counter()
-            runs[name](inner)
-            times[name].append((time.perf_counter() - start) / inner)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a few rounds, for a smoke test")
-    parser.add_argument("--rounds", type=int, default=9)
-    parser.add_argument("--inner", type=int, default=20, help="steps per timed call")
-    args = parser.parse_args()
-    rounds, inner = (2, 3) if args.quick else (args.rounds, args.inner)
+    rounds, inner = rounds_and_inner(__doc__.splitlines()[0], 9, 20, quick=(2, 3))
     x_np, y_np = make_data()
     for cell in CELLS:
         check_same_model(jnp.asarray(x_np), cell)
         medians = measure(contenders(x_np, y_np, cell), rounds, inner)
-        base = medians["raw JAX (naive)"]
-        print(
-            f"\nMNIST-1D {cell} train step (batch {BATCH}, {LENGTH} steps, width {HIDDEN}, "
-            f"Adam); {jax.default_backend()}, median of {rounds} rounds x {inner} steps\n"
+        title = (
+            f"MNIST-1D {cell} train step (batch {BATCH}, {LENGTH} steps, width {HIDDEN}, "
+            f"Adam); {jax.default_backend()}, median of {rounds} rounds x {inner} steps"
         )
-        print("| contender | ms / step | vs raw JAX |")
-        print("|---|---:|---:|")
-        for name, seconds in medians.items():
-            print(f"| {name} | {1e3 * seconds:.3f} | {seconds / base:.2f}x |")
+        print_table(medians, "raw JAX (naive)", title)
 
 
 if __name__ == "__main__":
