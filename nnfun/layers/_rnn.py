@@ -137,7 +137,7 @@ class RNN(Layer):
 
             def cell_step(c, x_t):
                 # The input product runs per step, inside the scan: on XLA:CPU that
-                # measured 0.55-0.65x the time of one product over all steps before
+                # measured 0.55-0.67x the time of one product over all steps before
                 # the scan, whose (time, batch, gates * F) result the loop then
                 # copies and transposes (benchmarks/NOTES.md, phase 5).
                 return cell.step(cell_params, c, cell.project_inputs(cell_params, x_t))
