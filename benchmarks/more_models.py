@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from _steps import measure, nnfun_runs, rounds_and_inner
+from _steps import jax_runner, measure, nnfun_runs, own_step, rounds_and_inner
 
 import nnfun as nf
 from nnfun.examples.digits import model as digits_model
@@ -33,20 +33,6 @@ from nnfun.examples.digits import model as digits_model
 OPT = optax.adam(1e-3)
 CONV_DIMS = ("NHWC", "HWIO", "NHWC")
 B_ENC, T_ENC, D_ENC, HEADS, BLOCKS = 16, 64, 128, 4, 2
-
-
-def runner(step, carry, *args):
-    """``run(n)``: n steps from the current carry, then a block on the result."""
-    box = [carry]
-
-    def run(n):
-        c = box[0]
-        for _ in range(n):
-            c = step(c, *args)
-        jax.block_until_ready(c)
-        box[0] = c
-
-    return run
 
 
 def nnfun_runner(model, x, y):
@@ -88,19 +74,18 @@ def digits_raw(x, y):
         return h @ p["w"] + p["bo"], {"m1": m1, "v1": v1, "m2": m2, "v2": v2}
 
     @jax.jit
-    def step(carry, x, y):
-        p, s, opt_state, key = carry
+    def step(p, s, opt_state, key, x, y):
         key, sub = jax.random.split(key)
 
         def loss_fn(p):
             logits, new_s = forward(p, s, x, sub)
             return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), new_s
 
-        (_, s), grads = jax.value_and_grad(loss_fn, has_aux=True)(p)
+        (loss, s), grads = jax.value_and_grad(loss_fn, has_aux=True)(p)
         updates, opt_state = OPT.update(grads, opt_state, p)
-        return optax.apply_updates(p, updates), s, opt_state, key
+        return optax.apply_updates(p, updates), s, opt_state, key, loss
 
-    return runner(step, (params, stats, OPT.init(params), jax.random.key(1)), x, y)
+    return jax_runner(step, (params, stats, OPT.init(params), jax.random.key(1)), x, y)
 
 
 def layer_norm(h, scale, bias, eps=1e-5):
@@ -138,22 +123,13 @@ def encoder_raw(x, y):
     params = {"blocks": [block() for _ in range(BLOCKS)], "ln_s": jnp.ones(d),
               "ln_b": jnp.zeros(d), "w": normal(d, 10), "w_b": jnp.zeros(10)}  # fmt: skip
 
-    @jax.jit
-    def step(carry, x, y):
-        p, opt_state = carry
+    def forward(p, x):
+        h = x
+        for block_params in p["blocks"]:
+            h = raw_block(block_params, h)
+        return layer_norm(h, p["ln_s"], p["ln_b"]).mean(1) @ p["w"] + p["w_b"]
 
-        def loss_fn(p):
-            h = x
-            for block_params in p["blocks"]:
-                h = raw_block(block_params, h)
-            logits = layer_norm(h, p["ln_s"], p["ln_b"]).mean(1) @ p["w"] + p["w_b"]
-            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-
-        grads = jax.grad(loss_fn)(p)
-        updates, opt_state = OPT.update(grads, opt_state, p)
-        return optax.apply_updates(p, updates), opt_state
-
-    return runner(step, (params, OPT.init(params)), x, y)
+    return jax_runner(own_step(forward, OPT), (params, OPT.init(params)), x, y)
 
 
 def encoder_model() -> nf.Sequential:
