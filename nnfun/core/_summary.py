@@ -20,7 +20,8 @@ def _shape_text(spec: Any) -> str:
 def _flops(layer: Layer, params: Any, state: Any, x: Any) -> float | None:
     apply = functools.partial(layer.apply, train=False)
     try:
-        # Unrolled, so that a Stack's FLOPs count every copy, not the loop body once.
+        # Unrolled, so that a Stack's FLOPs count every copy and an RNN's every time
+        # step, not the loop body once.
         with unrolling_loops():
             lowered = jax.jit(apply).lower(params, state, x)
         cost = lowered.cost_analysis()
