@@ -13,12 +13,14 @@ does): XLA:CPU then allocates its scratch buffer once per call instead of once
 per step.
 
 By default the whole comparison runs twice, each time in a fresh process: once
-as a process starts, and once with ``NNFUN_RETAIN_HOST_MEMORY=1``
-(:func:`nnfun.retain_host_memory`: freed host memory stays in the process, so
-XLA:CPU stops mapping and zeroing fresh pages for its scratch buffer at every
-step). The setting is process-wide, so within one run it applies to every
-contender alike, PyTorch included. ``--host-memory this`` runs once, in this
-process, with whatever the environment says.
+as a process starts, and once with ``NNFUN_RETAIN_HOST_MEMORY=1``, this script's
+switch for calling :func:`nnfun.host_memory.retain_host_memory` before any JAX
+computation (freed host memory stays in the process, so XLA:CPU stops mapping
+and zeroing fresh pages for its scratch buffer at every step; ``import nnfun``
+itself reads no environment variable). The setting is process-wide, so within
+one run it applies to every contender alike, PyTorch included.
+``--host-memory this`` runs once, in this process, with whatever the
+environment says.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-import nnfun
+from nnfun.host_memory import retain_host_memory
 from nnfun.models.gpt import GPT
 from nnfun.train import TrainState, scan_steps, softmax_cross_entropy, train_step
 
@@ -274,7 +276,8 @@ def main():
         return
     configs = {"small": CONFIGS["small"]} if args.quick else CONFIGS
     rounds, steps = (2, 2) if args.quick else (args.rounds, args.steps)
-    retained = os.environ.get("NNFUN_RETAIN_HOST_MEMORY") == "1" and nnfun.retain_host_memory()
+    # This script's switch, read here only: the library never reads it.
+    retained = os.environ.get("NNFUN_RETAIN_HOST_MEMORY") == "1" and retain_host_memory()
     print(
         f"\n## host memory retained: {'yes' if retained else 'no'} "
         f"(jax {jax.__version__} on {jax.default_backend()}, {rounds} rounds x {steps} steps)"

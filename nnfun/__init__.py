@@ -30,11 +30,6 @@ The repository's ``notebooks/`` show it at work (start with
 ``quickstart.ipynb``); ``docs/design.md`` explains the design decisions.
 """
 
-# First, before anything imports JAX: applies NNFUN_RETAIN_HOST_MEMORY if it is set.
-from ._host_memory import retain_host_memory as retain_host_memory
-
-# isort: split
-
 from . import checkpoint as checkpoint
 from . import ops as ops
 from . import parallel as parallel

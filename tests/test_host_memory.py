@@ -1,4 +1,5 @@
-"""nnfun.retain_host_memory: page faults per call with and without it, and when it refuses.
+"""nnfun.host_memory.retain_host_memory: page faults with and without it, when it refuses,
+and that ``import nnfun`` never applies it.
 
 The setting is process-wide and must come before JAX starts, so each case runs
 in a fresh interpreter.
@@ -14,8 +15,7 @@ import warnings
 
 import pytest
 
-import nnfun as nf
-from nnfun import _host_memory
+from nnfun import host_memory
 
 GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
 
@@ -24,11 +24,11 @@ GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
 PROGRAM = textwrap.dedent(
     """
     import json, resource, sys
-    import nnfun as nf
+    import nnfun.host_memory
     if sys.argv[1] == "call":
-        retained = nf.retain_host_memory()
+        retained = nnfun.host_memory.retain_host_memory()
     else:
-        retained = nf._host_memory._retained
+        retained = nnfun.host_memory._retained
     import jax, jax.numpy as jnp, optax
     from nnfun.models.gpt import GPT
     from nnfun.train import TrainState, softmax_cross_entropy, train_step
@@ -52,13 +52,14 @@ PROGRAM = textwrap.dedent(
 )
 
 
-def _run(mode: str, env_value: str | None = None) -> dict:
-    env = dict(os.environ)
-    env.pop("NNFUN_RETAIN_HOST_MEMORY", None)
-    if env_value is not None:
-        env["NNFUN_RETAIN_HOST_MEMORY"] = env_value
+def _run(mode: str) -> dict:
+    return _python(PROGRAM, mode)
+
+
+def _python(program: str, *args: str, **environment: str) -> dict:
+    env = dict(os.environ, **environment)
     out = subprocess.run(
-        [sys.executable, "-c", PROGRAM, mode],
+        [sys.executable, "-c", program, *args],
         env=env,
         capture_output=True,
         text=True,
@@ -72,61 +73,62 @@ def _run(mode: str, env_value: str | None = None) -> dict:
 def test_retained_memory_stops_the_page_faults_of_every_call():
     default = _run("default")
     called = _run("call")
-    from_env = _run("env", "1")
     assert default["temp_pages"] > 32 * 2**20 / 4096  # the precondition: a buffer glibc maps
-    assert not default["retained"] and called["retained"] and from_env["retained"]
+    assert not default["retained"] and called["retained"]
     # Without it every step faults in its whole scratch buffer again. With it the
     # pages are reused; a step may still grow the heap once in a while (two
     # queued steps can hold two buffers), hence the margin.
     assert default["faults"] > 0.8 * default["temp_pages"]
     assert called["faults"] < 0.3 * default["temp_pages"]
-    assert from_env["faults"] < 0.3 * default["temp_pages"]
+
+
+# Records every library ctypes loads while nnfun is imported: mallopt needs libc.
+IMPORT_ONLY = textwrap.dedent(
+    """
+    import ctypes, json
+    loaded = []
+    _cdll_init = ctypes.CDLL.__init__
+    def _record(self, name, *args, **kwargs):
+        loaded.append(str(name))
+        _cdll_init(self, name, *args, **kwargs)
+    ctypes.CDLL.__init__ = _record
+    import nnfun
+    import nnfun.host_memory
+    print(json.dumps({
+        "retained": nnfun.host_memory._retained,
+        "libc_loaded": any("libc." in name for name in loaded),
+        "top_level": hasattr(nnfun, "retain_host_memory"),
+    }))
+    """
+)
+
+
+def test_import_changes_no_process_setting_even_with_the_old_environment_variable():
+    result = _python(IMPORT_ONLY, NNFUN_RETAIN_HOST_MEMORY="1")
+    assert result == {"retained": False, "libc_loaded": False, "top_level": False}
 
 
 def test_refuses_after_jax_has_started():
     import jax.numpy as jnp
 
     jnp.ones(1).block_until_ready()  # the backends are up in this process
-    if _host_memory._retained:
-        pytest.skip("this test process runs with NNFUN_RETAIN_HOST_MEMORY set")
+    if host_memory._retained:
+        pytest.skip("an earlier test in this process retained host memory")
     with pytest.warns(RuntimeWarning, match="before the first JAX computation"):
-        assert nf.retain_host_memory() is False
-    assert not _host_memory._retained
+        assert host_memory.retain_host_memory() is False
+    assert not host_memory._retained
 
 
 def test_refuses_without_glibc(monkeypatch):
-    if _host_memory._retained:
-        pytest.skip("this test process runs with NNFUN_RETAIN_HOST_MEMORY set")
+    if host_memory._retained:
+        pytest.skip("an earlier test in this process retained host memory")
     monkeypatch.setattr(platform, "libc_ver", lambda: ("", ""))
     with pytest.warns(RuntimeWarning, match="needs Linux with glibc"):
-        assert nf.retain_host_memory() is False
-
-
-@pytest.mark.parametrize("value", ["", "0", "off", "False"])
-def test_environment_values_that_leave_it_off(monkeypatch, value):
-    monkeypatch.setenv("NNFUN_RETAIN_HOST_MEMORY", value)
-    called = []
-    monkeypatch.setattr(_host_memory, "retain_host_memory", lambda: called.append(1))
-    _host_memory._from_environment()
-    assert called == []
-
-
-def test_environment_value_that_turns_it_on(monkeypatch):
-    monkeypatch.setenv("NNFUN_RETAIN_HOST_MEMORY", "yes")
-    called = []
-    monkeypatch.setattr(_host_memory, "retain_host_memory", lambda: called.append(1))
-    _host_memory._from_environment()
-    assert called == [1]
-
-
-def test_bad_environment_value_is_a_clear_error(monkeypatch):
-    monkeypatch.setenv("NNFUN_RETAIN_HOST_MEMORY", "maybe")
-    with pytest.raises(ValueError, match="NNFUN_RETAIN_HOST_MEMORY must be .* got 'maybe'"):
-        _host_memory._from_environment()
+        assert host_memory.retain_host_memory() is False
 
 
 def test_no_warning_when_already_retained(monkeypatch):
-    monkeypatch.setattr(_host_memory, "_retained", True)
+    monkeypatch.setattr(host_memory, "_retained", True)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert nf.retain_host_memory() is True
+        assert host_memory.retain_host_memory() is True

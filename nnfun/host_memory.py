@@ -10,17 +10,21 @@ cores. Telling glibc to keep freed memory (no ``mmap`` for large blocks, one
 arena, no trimming) makes the next step reuse the same pages: 0 faults, and the
 step ran at 0.73x the time.
 
-The settings are process-wide, so nnfun never applies them on its own: call
-:func:`retain_host_memory` first thing, or set ``NNFUN_RETAIN_HOST_MEMORY=1``
-in the environment before ``import nnfun``. The price: memory freed by anything
-in the process stays with the process (its resident size stays at its peak),
-and all threads share one malloc arena.
+The settings are process-wide, so nnfun never applies them on its own:
+``import nnfun`` changes no process setting and reads no environment variable.
+Call :func:`retain_host_memory` first thing in a program that wants them::
+
+    from nnfun.host_memory import retain_host_memory
+
+    retain_host_memory()  # before the first JAX computation
+
+The price: memory freed by anything in the process stays with the process (its
+resident size stays at its peak), and all threads share one malloc arena.
 """
 
 from __future__ import annotations
 
 import ctypes
-import os
 import platform
 import sys
 import warnings
@@ -46,13 +50,11 @@ def retain_host_memory() -> bool:
     """Keeps freed host memory in the process for reuse (Linux with glibc only).
 
     Call it before JAX runs anything (before the first array or ``jit`` call):
-    XLA's threads pick their malloc arenas when they start. Setting the
-    environment variable ``NNFUN_RETAIN_HOST_MEMORY=1`` before ``import nnfun``
-    does the same. Over the first few steps the heap grows to what the steps in
-    flight need; after that a step maps no fresh pages. On the GPT benchmark's
-    training step on 2 CPU cores it cut the step time by a quarter; see the
-    module docstring for how, and for what it costs (the process keeps its peak
-    memory). It changes no numbers.
+    XLA's threads pick their malloc arenas when they start. Over the first few
+    steps the heap grows to what the steps in flight need; after that a step
+    maps no fresh pages. On the GPT benchmark's training step on 2 CPU cores it
+    cut the step time by a quarter; see the module docstring for how, and for
+    what it costs (the process keeps its peak memory). It changes no numbers.
 
     Returns:
         True if the settings are in effect (now or from an earlier call); False,
@@ -60,10 +62,11 @@ def retain_host_memory() -> bool:
         glibc, or JAX has already started its backends.
 
     Example:
-        >>> import warnings, nnfun as nf
+        >>> import warnings
+        >>> from nnfun.host_memory import retain_host_memory
         >>> with warnings.catch_warnings(record=True) as caught:
         ...     warnings.simplefilter("always")
-        ...     retained = nf.retain_host_memory()  # False here: the doctests ran JAX already
+        ...     retained = retain_host_memory()  # False here: the doctests ran JAX already
         >>> retained or "before the first JAX computation" in str(caught[0].message)
         True
     """
@@ -82,8 +85,7 @@ def retain_host_memory() -> bool:
         warnings.warn(
             "retain_host_memory: JAX has already started its backends, so XLA's threads "
             "keep their own malloc arenas and the setting would not help; nothing changed. "
-            "Call it before the first JAX computation, or set NNFUN_RETAIN_HOST_MEMORY=1 "
-            "before importing nnfun.",
+            "Call it before the first JAX computation.",
             RuntimeWarning,
             stacklevel=2,
         )
@@ -98,18 +100,3 @@ def retain_host_memory() -> bool:
             raise RuntimeError(f"retain_host_memory: glibc refused mallopt({param}, {value})")
     _retained = True
     return True
-
-
-def _from_environment() -> None:
-    """Applies :func:`retain_host_memory` at import when ``NNFUN_RETAIN_HOST_MEMORY`` is set."""
-    value = os.environ.get("NNFUN_RETAIN_HOST_MEMORY", "").strip().lower()
-    if value in ("", "0", "false", "no", "off"):
-        return
-    if value not in ("1", "true", "yes", "on"):
-        raise ValueError(
-            f"NNFUN_RETAIN_HOST_MEMORY must be 1/true/yes/on or 0/false/no/off, got {value!r}"
-        )
-    retain_host_memory()
-
-
-_from_environment()
