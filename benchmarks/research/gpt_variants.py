@@ -1,5 +1,6 @@
-# Run: .venv/bin/python benchmarks/gpt_variants.py [--quick] [--only steps,components,flags]
-#      [--variants attn=bias,attn=ops] [--all] [--no-torch]   (findings: benchmarks/NOTES.md)
+# Run: .venv/bin/python benchmarks/research/gpt_variants.py [--quick]
+#      [--only steps,components,flags] [--variants attn=bias,attn=ops] [--all] [--no-torch]
+#      (findings: benchmarks/NOTES.md)
 """Which formulations make a raw-JAX GPT training step fast on XLA:CPU.
 
 A hand-written GPT (pre-LayerNorm, causal attention, GELU MLP, tied embeddings,
