@@ -1,5 +1,6 @@
 """Conv and ConvTranspose against loop-and-einsum NumPy references."""
 
+import dataclasses
 import itertools
 import math
 
@@ -212,6 +213,28 @@ def test_fields_are_normalised_and_hashable():
         "bias"
         not in nf.Conv(2, (1,), use_bias=False).init(jax.random.key(0), jnp.zeros((1, 2, 1)))[0]
     )
+
+
+CONV_FIELDS = (
+    ("features", dataclasses.MISSING),
+    ("kernel_size", dataclasses.MISSING),
+    ("strides", 1),
+    ("padding", "SAME"),
+    ("kernel_dilation", 1),
+    ("feature_group_count", 1),
+    ("use_bias", True),
+    ("kernel_init", "lecun_normal"),
+    ("bias_init", "zeros"),
+)
+
+
+@pytest.mark.parametrize("cls", [nf.Conv, nf.ConvTranspose])
+def test_constructor_fields_keep_their_order_and_defaults(cls):
+    # The fields live in one shared base; positional calls and configs rely on this order.
+    assert tuple((f.name, f.default) for f in dataclasses.fields(cls)) == CONV_FIELDS
+    layer = cls(4, (3,), 2, "VALID", 1, 2, False, "zeros", "ones")
+    assert (layer.strides, layer.feature_group_count, layer.bias_init) == ((2,), 2, "ones")
+    assert nf.from_config(nf.to_config(layer)) == layer
 
 
 def test_hyperparameter_errors():

@@ -43,6 +43,12 @@ def test_dense_initializers_by_name_and_function(key):
     np.testing.assert_array_equal(params["bias"], np.full(3, 0.5))
 
 
+@pytest.mark.parametrize("name", nf.INITIALIZERS)
+def test_every_initializer_name_resolves_to_a_key_shape_dtype_function(name, key):
+    values = nf.get_initializer(name)(key, (4, 3), jnp.float32)
+    assert values.shape == (4, 3) and values.dtype == jnp.float32
+
+
 def test_lecun_normal_default_has_the_right_scale(key):
     params, _ = nf.Dense(512).init(key, jnp.zeros((1, 1024)))
     # lecun_normal: truncated normal with variance 1 / fan_in.

@@ -111,6 +111,27 @@ def test_hyperparameter_errors():
     assert hash(nf.LayerNorm(axis=[-1, -2])) == hash(nf.LayerNorm(axis=(-2, -1)))
 
 
+@pytest.mark.parametrize(
+    "cls, epsilon, use_bias", [(nf.LayerNorm, 1e-5, True), (nf.RMSNorm, 1e-6, False)]
+)
+def test_constructor_fields_keep_their_order_and_defaults(cls, epsilon, use_bias):
+    # The fields live in one shared base (RMSNorm overrides two defaults); positional
+    # calls and configs rely on this order.
+    fields = tuple((f.name, f.default) for f in dataclasses.fields(cls))
+    assert fields == (
+        ("epsilon", epsilon),
+        ("use_scale", True),
+        ("use_bias", use_bias),
+        ("axis", -1),
+        ("fused", True),
+    )
+    layer = cls(1e-3, False, True, (-2, -1), False)
+    assert (layer.epsilon, layer.use_bias, layer.axis, layer.fused) == (1e-3, True, (-2, -1), False)
+    assert nf.from_config(nf.to_config(layer)) == layer
+    with pytest.raises(ValueError, match=f"{cls.__name__} epsilon must be > 0"):
+        cls(epsilon=-1.0)
+
+
 def test_group_norm_groups_must_divide_channels(key):
     model = nf.Sequential({"block": nf.Sequential([nf.GroupNorm(4)])})
     with pytest.raises(nf.LayerError, match=r"block/0.*num_groups=4 must divide.*got 6 channels"):

@@ -7,7 +7,10 @@ from typing import Any
 
 import jax
 
-# Names that are ready-made initializers ``(key, shape, dtype) -> array``.
+# Names of ``jax.nn.initializers`` accepted as strings. Most are factories:
+# ``get_initializer`` calls them with no arguments to get the
+# ``(key, shape, dtype) -> array`` function. The names in ``_READY_MADE`` are
+# that function already and are returned as they are.
 INITIALIZERS = (
     "glorot_normal",
     "glorot_uniform",
@@ -26,23 +29,7 @@ INITIALIZERS = (
     "xavier_uniform",
     "zeros",
 )
-# Factories: calling them with no arguments gives an initializer.
-_FACTORIES = {
-    "glorot_normal",
-    "glorot_uniform",
-    "he_normal",
-    "he_uniform",
-    "kaiming_normal",
-    "kaiming_uniform",
-    "lecun_normal",
-    "lecun_uniform",
-    "normal",
-    "orthogonal",
-    "truncated_normal",
-    "uniform",
-    "xavier_normal",
-    "xavier_uniform",
-}
+_READY_MADE = frozenset({"ones", "zeros"})
 
 
 def get_initializer(init: str | Callable[..., Any], owner: str = "layer") -> Callable:
@@ -57,7 +44,7 @@ def get_initializer(init: str | Callable[..., Any], owner: str = "layer") -> Cal
         return init
     if isinstance(init, str) and init in INITIALIZERS:
         fn = getattr(jax.nn.initializers, init)
-        return fn() if init in _FACTORIES else fn
+        return fn if init in _READY_MADE else fn()
     raise ValueError(
         f"{owner}: unknown initializer {init!r}; valid names: {', '.join(INITIALIZERS)}, "
         "or pass any function of jax.nn.initializers"

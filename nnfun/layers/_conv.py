@@ -119,7 +119,17 @@ def dimension_numbers(rank: int) -> jax.lax.ConvDimensionNumbers:
 
 
 class _ConvBase(Layer):
-    """Fields and parameters shared by Conv and ConvTranspose."""
+    """Fields and parameters shared by Conv and ConvTranspose (documented on each)."""
+
+    features: int
+    kernel_size: tuple[int, ...]
+    strides: int | tuple[int, ...] = 1
+    padding: str | tuple[tuple[int, int], ...] = "SAME"
+    kernel_dilation: int | tuple[int, ...] = 1
+    feature_group_count: int = 1
+    use_bias: bool = True
+    kernel_init: str | Callable[..., Any] = "lecun_normal"
+    bias_init: str | Callable[..., Any] = "zeros"
 
     def _check_common(self, owner: str):
         object.__setattr__(
@@ -209,16 +219,6 @@ class Conv(_ConvBase):
         ((3, 3, 3, 8), (1, 14, 14, 8))
     """
 
-    features: int
-    kernel_size: tuple[int, ...]
-    strides: int | tuple[int, ...] = 1
-    padding: str | tuple[tuple[int, int], ...] = "SAME"
-    kernel_dilation: int | tuple[int, ...] = 1
-    feature_group_count: int = 1
-    use_bias: bool = True
-    kernel_init: str | Callable[..., Any] = "lecun_normal"
-    bias_init: str | Callable[..., Any] = "zeros"
-
     def __post_init__(self):
         self._check_common("Conv")
         rank = len(self.kernel_size)
@@ -294,16 +294,6 @@ class ConvTranspose(_ConvBase):
         >>> up.apply(params, state, jnp.zeros((1, 7, 7, 8)))[0].shape
         (1, 14, 14, 4)
     """
-
-    features: int
-    kernel_size: tuple[int, ...]
-    strides: int | tuple[int, ...] = 1
-    padding: str | tuple[tuple[int, int], ...] = "SAME"
-    kernel_dilation: int | tuple[int, ...] = 1
-    feature_group_count: int = 1
-    use_bias: bool = True
-    kernel_init: str | Callable[..., Any] = "lecun_normal"
-    bias_init: str | Callable[..., Any] = "zeros"
 
     def __post_init__(self):
         self._check_common("ConvTranspose")

@@ -59,7 +59,23 @@ def _scale_and_bias(params, x, use_scale: bool, use_bias: bool):
 
 
 class _AxesNorm(Layer):
-    """Shared checks of LayerNorm and RMSNorm: ``axis`` counted from the end."""
+    """Fields and checks shared by LayerNorm and RMSNorm: ``axis`` counted from the end.
+
+    The fields are documented on each subclass; RMSNorm overrides the defaults
+    of ``epsilon`` and ``use_bias`` (a redeclared field keeps its position).
+    """
+
+    epsilon: float = 1e-5
+    use_scale: bool = True
+    use_bias: bool = True
+    axis: int | tuple[int, ...] = -1
+    fused: bool = True
+
+    def __post_init__(self):
+        owner = type(self).__name__
+        object.__setattr__(self, "axis", _normalise_axes(self.axis, owner))
+        if not self.epsilon > 0:
+            raise ValueError(f"{owner} epsilon must be > 0, got {self.epsilon!r}")
 
     def _check_rank(self, x):
         if len(x.shape) < -self.axis[0]:
@@ -130,17 +146,6 @@ class LayerNorm(_AxesNorm):
         ([0.0, 0.0], (3,))
     """
 
-    epsilon: float = 1e-5
-    use_scale: bool = True
-    use_bias: bool = True
-    axis: int | tuple[int, ...] = -1
-    fused: bool = True
-
-    def __post_init__(self):
-        object.__setattr__(self, "axis", _normalise_axes(self.axis, "LayerNorm"))
-        if not self.epsilon > 0:
-            raise ValueError(f"LayerNorm epsilon must be > 0, got {self.epsilon!r}")
-
     def apply(self, params, state, x, *, key=None, train=False):
         self._check_params(params, x)
         if self.fused and self.axis == (-1,):
@@ -181,15 +186,7 @@ class RMSNorm(_AxesNorm):
     """
 
     epsilon: float = 1e-6
-    use_scale: bool = True
     use_bias: bool = False
-    axis: int | tuple[int, ...] = -1
-    fused: bool = True
-
-    def __post_init__(self):
-        object.__setattr__(self, "axis", _normalise_axes(self.axis, "RMSNorm"))
-        if not self.epsilon > 0:
-            raise ValueError(f"RMSNorm epsilon must be > 0, got {self.epsilon!r}")
 
     def apply(self, params, state, x, *, key=None, train=False):
         self._check_params(params, x)
