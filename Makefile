@@ -30,8 +30,10 @@ unit: $(VENV)/.dev-installed
 
 test: lint unit
 
+# nnfun.__all__ leaves out host_memory (explicit opt-in) and examples (scripts); pdoc documents
+# only what __all__ lists, so they are named here.
 docs: $(VENV)/.dev-installed
-	$(PY) -m pdoc nnfun '!nnfun.conftest' --docformat google -o docs/api
+	$(PY) -m pdoc nnfun nnfun.host_memory nnfun.examples '!nnfun.conftest' --docformat google -o docs/api
 
 # The side-by-side benchmarks (PyTorch rows appear when the [bench] extra is installed).
 bench: $(VENV)/.dev-installed

@@ -24,15 +24,21 @@ The subpackages group them: ``nnfun.core`` (the contract, combinators,
 catalogue), ``nnfun.train`` (``TrainState``, pure steps, ``fit``, losses),
 ``nnfun.data`` (offline datasets and batching), ``nnfun.models`` (GPT, MNIST-1D
 recipes), ``nnfun.checkpoint``, ``nnfun.parallel``, ``nnfun.ops`` and
-``nnfun.testing`` (the conformance checks for your own layers).
+``nnfun.testing`` (the conformance checks for your own layers); ``import
+nnfun`` makes each of them an attribute (``nf.data.mnist1d``). One module stays
+out on purpose: ``nnfun.host_memory``, a process-wide allocator setting for
+XLA:CPU that a program imports and calls explicitly when it wants it.
 
 The repository's ``notebooks/`` show it at work (start with
 ``quickstart.ipynb``); ``docs/design.md`` explains the design decisions.
 """
 
 from . import checkpoint as checkpoint
+from . import data as data
+from . import models as models
 from . import ops as ops
 from . import parallel as parallel
+from . import testing as testing
 from .checkpoint import load as load
 from .checkpoint import load_model as load_model
 from .checkpoint import save as save
@@ -95,5 +101,9 @@ from .train import fit as fit
 from .train import mse as mse
 from .train import softmax_cross_entropy as softmax_cross_entropy
 from .train import train_step as train_step
+
+# What `from nnfun import *` and help(nnfun) show: every public name above,
+# computed so that it cannot drift from the imports, which are the one list.
+__all__ = sorted(name for name in dir() if not name.startswith("_"))
 
 __version__ = "0.1.0"

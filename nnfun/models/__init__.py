@@ -6,5 +6,6 @@ jit-compiled sampling with a KV cache (``generate``).
 (``RECIPES``: name to a function returning a ``Recipe``).
 """
 
+from . import mnist1d as mnist1d
 from .gpt import GPT as GPT
 from .gpt import generate as generate
