@@ -4,10 +4,17 @@ Each check runs in a fresh interpreter, so that modules imported by other tests
 in this process cannot make it pass.
 """
 
+import ast
+import importlib.metadata
 import json
+import pathlib
+import re
 import subprocess
 import sys
 import textwrap
+import tomllib
+
+import nnfun as nf
 
 
 def _python(program: str) -> dict:
@@ -77,3 +84,32 @@ def test_help_shows_the_public_names():
         """
     )
     assert all(result.values()), result
+
+
+def _distribution_name(requirement: str) -> str:
+    return re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_every_third_party_import_is_a_declared_core_dependency():
+    root = pathlib.Path(nf.__file__).parent
+    declared = {
+        _distribution_name(r)
+        for r in tomllib.loads((root.parent / "pyproject.toml").read_text())["project"][
+            "dependencies"
+        ]
+    }
+    imported = set()
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {"nnfun", "__future__"}
+    providers = importlib.metadata.packages_distributions()
+    undeclared = {
+        module
+        for module in third_party
+        if not {_distribution_name(d) for d in providers.get(module, [module])} & declared
+    }
+    assert not undeclared, f"imported by nnfun but not in [project] dependencies: {undeclared}"
