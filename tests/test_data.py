@@ -5,6 +5,7 @@ import itertools
 import random
 import sys
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -438,10 +439,12 @@ def test_batches_larger_than_data_without_drop_is_one_batch():
 @pytest.mark.parametrize(
     "data, kwargs, message",
     [
-        ({"x": np.zeros(10), "y": np.zeros(9)}, {}, r"same number.*'x': 10, 'y': 9"),
+        ({"x": np.zeros(10), "y": np.zeros(9)}, {}, "same number.*y has 9 examples, x has 10"),
         ({}, {}, "non-empty dict of arrays"),
-        ([np.zeros(3)], {}, "non-empty dict of arrays, got list"),
-        ({"x": np.float32(1.0)}, {}, r"\['x'\] are scalars"),
+        ({"x": {}}, {}, "non-empty dict of arrays"),
+        ([np.zeros(3)], {}, "non-empty dict of arrays.*got list"),
+        ({"x": np.float32(1.0)}, {}, "x is a scalar; every array needs a leading example axis"),
+        ({"x": {"a": np.zeros(3), "b": [1.0, 2.0]}}, {}, r"x/b/0 is a scalar.*np\.asarray"),
         ({"x": np.zeros(10)}, {"batch_size": 0}, "batch_size must be an int >= 1"),
         ({"x": np.zeros(10)}, {"batch_size": 11}, "larger than the 10 examples"),
         ({"x": np.zeros(10)}, {"seed": -1}, "seed must be an int >= 0"),
@@ -459,3 +462,33 @@ def test_batches_epoch_and_start_errors():
         batches.epoch(-1)
     with pytest.raises(ValueError, match="start must be an int >= 0"):
         batches.iterate(-1)
+
+
+def _nested(n=10):
+    inputs = np.arange(n * 6, dtype=np.float32).reshape(n, 3, 2)
+    source, target = np.arange(n) * 10, np.arange(n * 4).reshape(n, 4)
+    return {"x": {"inputs": inputs, "lengths": np.arange(n)}, "pair": (source, target),
+            "y": -np.arange(n)}  # fmt: skip
+
+
+def test_batches_of_nested_data_keep_structure_and_rows_aligned():
+    data = _nested()
+    parts = list(nd.Batches(data, 4, seed=5, drop_remainder=False).epoch(0))
+    assert [jax.tree.structure(p) for p in parts] == [jax.tree.structure(data)] * 3
+    for part in parts:
+        rows = part["x"]["lengths"]  # example i has lengths[i] == i, so it names its row
+        np.testing.assert_array_equal(part["x"]["inputs"], data["x"]["inputs"][rows])
+        np.testing.assert_array_equal(part["pair"][0], rows * 10)
+        np.testing.assert_array_equal(part["pair"][1], data["pair"][1][rows])
+        np.testing.assert_array_equal(part["y"], -rows)
+    order = np.concatenate([p["x"]["lengths"] for p in parts])
+    np.testing.assert_array_equal(order, np.random.default_rng((5, 0)).permutation(10))
+
+
+def test_batches_name_the_leaf_whose_length_differs():
+    data = {"x": {"inputs": np.zeros((8, 3)), "lengths": np.zeros(7)}, "y": np.zeros(8)}
+    with pytest.raises(ValueError, match="x/lengths has 7 examples, x/inputs has 8"):
+        nd.Batches(data, 2)
+    data = {"x": (np.zeros(8), np.zeros(9)), "y": np.zeros(8)}
+    with pytest.raises(ValueError, match="x/1 has 9 examples, x/0 has 8"):
+        nd.Batches(data, 2)

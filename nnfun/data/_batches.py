@@ -1,4 +1,4 @@
-"""A seeded, resumable minibatch iterator over a dict of equal-length arrays."""
+"""A seeded, resumable minibatch iterator over a dict of pytrees of equal-length arrays."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import itertools
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import jax
 import numpy as np
 
-Batch = dict[str, np.ndarray]
+Batch = dict[str, Any]
 
 
 def _check_count(name: str, value: Any, minimum: int) -> None:
@@ -16,26 +17,40 @@ def _check_count(name: str, value: Any, minimum: int) -> None:
         raise ValueError(f"Batches: {name} must be an int >= {minimum}, got {value!r}")
 
 
-def _as_arrays(data: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], int]:
-    if not isinstance(data, Mapping) or not data:
+def _leaf_name(path: tuple) -> str:
+    return jax.tree_util.keystr(path, simple=True, separator="/")
+
+
+def _as_leaves(data: Mapping[str, Any]) -> tuple[list[str], list[np.ndarray], Any, int]:
+    """``(paths, arrays, treedef, num_examples)`` of ``data``'s leaves, checked."""
+    if not isinstance(data, Mapping) or not jax.tree.leaves(data):
         raise ValueError(
-            f"Batches: data must be a non-empty dict of arrays, got {type(data).__name__}"
+            "Batches: data must be a non-empty dict of arrays (or of pytrees of arrays), "
+            f"got {type(data).__name__}"
         )
-    arrays = {name: np.asarray(value) for name, value in data.items()}
-    scalars = [name for name, array in arrays.items() if array.ndim == 0]
-    if scalars:
-        raise ValueError(f"Batches: arrays need a leading example axis; {scalars} are scalars")
-    lengths = {name: len(array) for name, array in arrays.items()}
-    if len(set(lengths.values())) > 1:
-        raise ValueError(
-            f"Batches: every array needs the same number of examples (leading axis), "
-            f"got lengths {lengths}"
-        )
-    return arrays, next(iter(lengths.values()))
+    pairs, treedef = jax.tree_util.tree_flatten_with_path(data)
+    names = [_leaf_name(path) for path, _ in pairs]
+    arrays = [np.asarray(leaf) for _, leaf in pairs]
+    for name, array in zip(names, arrays):
+        if array.ndim == 0:
+            raise ValueError(
+                f"Batches: {name} is a scalar; every array needs a leading example axis. "
+                "Fix: give it one example per row; lists and tuples are containers (as in "
+                "jax.tree), so a nested list of numbers must be np.asarray(...) first."
+            )
+    lengths = [len(array) for array in arrays]
+    for name, length in zip(names, lengths):
+        if length != lengths[0]:
+            raise ValueError(
+                f"Batches: every array needs the same number of examples (leading axis), "
+                f"but {name} has {length} examples, {names[0]} has {lengths[0]}. "
+                f"All lengths: {dict(zip(names, lengths))}"
+            )
+    return names, arrays, treedef, lengths[0]
 
 
 class Batches:
-    """Seeded minibatches of a dict of equal-length arrays, epoch after epoch.
+    """Seeded minibatches of a dict of pytrees of equal-length arrays, epoch after epoch.
 
     Epoch ``e`` visits the examples in the order of a permutation drawn from
     ``np.random.default_rng((seed, e))``: it depends only on ``(seed, e)``, never on
@@ -44,8 +59,12 @@ class Batches:
     ``start``-th batch on.
 
     Args:
-        data: ``{name: array}`` with a common leading (example) axis of length N;
-            NumPy, JAX or nested lists (converted with ``np.asarray``).
+        data: a dict whose values are arrays or any pytrees of arrays (dicts,
+            tuples, lists, as ``jax.tree`` sees them), e.g.
+            ``{"x": {"inputs": (N, T, F), "lengths": (N,)}, "y": (N,)}`` or
+            ``{"x": (source, target), "y": labels}``. Every leaf has the same
+            leading (example) axis of length N; NumPy or JAX arrays (converted
+            with ``np.asarray`` once, here).
         batch_size: examples per batch B.
         seed: non-negative int seeding the permutations.
         shuffle: permute each epoch; with ``False`` every epoch is in data order.
@@ -53,14 +72,16 @@ class Batches:
             then have shape B and a jitted step compiles once); with ``False`` the
             last batch of an epoch is smaller.
 
-    Each batch is ``{name: array[indices]}``, NumPy arrays of shape
-    ``(B, *array.shape[1:])``. ``iter(batches)`` never ends (it is
+    Each batch has the structure of ``data`` with every leaf replaced by
+    ``leaf[indices]``, a NumPy array of shape ``(B, *leaf.shape[1:])``.
+    ``iter(batches)`` never ends (it is
     ``iterate(0)``); take one epoch with ``epoch(e)`` or a number of steps with
     ``itertools.islice``.
 
     Raises:
-        ValueError: empty data, arrays of different lengths (the message lists each
-            key's length), a non-positive ``batch_size``, or ``batch_size > N`` with
+        ValueError: empty data, a scalar leaf, leaves of different lengths (the
+            message names the leaf paths, e.g. ``x/lengths has 7 examples, x/inputs
+            has 8``), a non-positive ``batch_size``, or ``batch_size > N`` with
             ``drop_remainder=True`` (no batch at all).
 
     Example:
@@ -73,6 +94,11 @@ class Batches:
         >>> resumed = next(batches.iterate(start=3))  # epoch 1, batch 1
         >>> bool((resumed["x"] == list(batches.epoch(1))[1]["x"]).all())
         True
+        >>> nested = {"x": {"inputs": np.zeros((10, 3, 2)), "lengths": np.arange(10)},
+        ...           "y": np.arange(10)}
+        >>> batch = next(iter(nd.Batches(nested, 4)))
+        >>> batch["x"]["inputs"].shape, batch["x"]["lengths"].shape
+        ((4, 3, 2), (4,))
     """
 
     def __init__(
@@ -84,7 +110,7 @@ class Batches:
         shuffle: bool = True,
         drop_remainder: bool = True,
     ):
-        self.data, self.num_examples = _as_arrays(data)
+        self.names, self.arrays, self.treedef, self.num_examples = _as_leaves(data)
         _check_count("batch_size", batch_size, 1)
         _check_count("seed", seed, 0)
         if drop_remainder and batch_size > self.num_examples:
@@ -119,7 +145,7 @@ class Batches:
     def _batches_of(self, order: np.ndarray, first: int) -> Iterator[Batch]:
         for i in range(first, len(self)):
             indices = order[i * self.batch_size : (i + 1) * self.batch_size]
-            yield {name: array[indices] for name, array in self.data.items()}
+            yield self.treedef.unflatten([array[indices] for array in self.arrays])
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
         """An iterator over the ``len(self)`` batches of epoch ``epoch`` (0-based)."""
