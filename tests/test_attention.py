@@ -48,7 +48,7 @@ def np_attention(
 
 def setup(layer, key, *shapes):
     xs = [jax.random.normal(jax.random.fold_in(key, i), s) for i, s in enumerate(shapes)]
-    spec = xs[0] if len(xs) == 1 else {"query": xs[0], "key": xs[1]}
+    spec = xs[0] if len(xs) == 1 else {"inputs": xs[0], "memory": xs[1]}
     params, state = layer.init(key, spec)
     # Random biases so the reference checks them too.
     params = jax.tree.map(lambda a: a + 0.1 * jax.random.normal(key, a.shape), params)
@@ -68,25 +68,46 @@ def test_self_attention_matches_numpy(key, heads, kv_heads, causal):
 def test_cross_attention_with_padding_mask(key):
     attn = nf.MultiHeadAttention(2, qkv_features=12, out_features=3)
     params, state, (q, kv) = setup(attn, key, (2, 4, 8), (2, 6, 5))
-    mask = jnp.arange(6)[None, :] < jnp.array([6, 3])[:, None]  # (batch, key_time)
-    y, _ = attn.apply(params, state, {"query": q, "key": kv, "mask": mask})
+    mask = jnp.arange(6)[None, :] < jnp.array([6, 3])[:, None]  # (batch, memory_time)
+    y, _ = attn.apply(params, state, {"inputs": q, "memory": kv, "memory_mask": mask})
     want = np_attention(params, q, kv, 2, 2, mask=np.asarray(mask)[:, None, None, :])
     assert y.shape == (2, 4, 3)
     np.testing.assert_allclose(y, want, atol=1e-5)
     # Padded keys have no influence: changing them changes nothing.
     kv2 = kv.at[1, 3:].set(100.0)
-    y2, _ = attn.apply(params, state, {"query": q, "key": kv2, "mask": mask})
+    y2, _ = attn.apply(params, state, {"inputs": q, "memory": kv2, "memory_mask": mask})
     np.testing.assert_allclose(y2, y, atol=1e-5)
+    # memory_lengths is the same padding.
+    lengths = {"inputs": q, "memory": kv, "memory_lengths": jnp.array([6, 3])}
+    np.testing.assert_allclose(attn.apply(params, state, lengths)[0], y, atol=1e-6)
 
 
 def test_four_dimensional_mask_and_causal(key):
     attn = nf.MultiHeadAttention(2, causal=True)
     params, state, (x,) = setup(attn, key, (2, 5, 8))
     mask = jax.random.bernoulli(key, 0.7, (2, 1, 5, 5)).at[:, :, :, 0].set(True)
-    y, _ = attn.apply(params, state, {"query": x, "mask": mask})
+    y, _ = attn.apply(params, state, {"inputs": x, "attention_mask": mask})
     np.testing.assert_allclose(
         y, np_attention(params, x, x, 2, 2, np.asarray(mask), True), atol=1e-5
     )
+
+
+def test_self_attention_padding_by_mask_or_lengths(key):
+    attn = nf.MultiHeadAttention(2, causal=True)
+    params, state, (x,) = setup(attn, key, (2, 5, 8))
+    mask = jnp.arange(5)[None, :] < jnp.array([5, 3])[:, None]
+    y, _ = attn.apply(params, state, {"inputs": x, "mask": mask})
+    want = np_attention(params, x, x, 2, 2, np.asarray(mask)[:, None, None, :], True)
+    np.testing.assert_allclose(y, want, atol=1e-5)
+    y2, _ = attn.apply(params, state, {"inputs": x, "lengths": jnp.array([5, 3])})
+    np.testing.assert_allclose(y2, y, atol=1e-6)
+    # The padded steps of sequence 1 change none of its real rows.
+    y3, _ = attn.apply(params, state, {"inputs": x.at[1, 3:].set(9.0), "mask": mask})
+    np.testing.assert_allclose(y3[1, :3], y[1, :3], atol=1e-5)
+    with pytest.raises(nf.LayerError, match=r"'lengths' must lie in \[1, 5\].*\[0, 6\]"):
+        attn.apply(params, state, {"inputs": x, "lengths": jnp.array([0, 6])})
+    with pytest.raises(nf.LayerError, match="either 'mask' or 'lengths'"):
+        attn.apply(params, state, {"inputs": x, "lengths": jnp.array([5, 3]), "mask": mask})
 
 
 def test_dropout_on_weights(key):
@@ -128,7 +149,7 @@ def test_conformance(key):
 def test_conformance_with_mask(key):
     x = jax.random.normal(key, (2, 4, 8))
     mask = jnp.array([[True, True, True, False], [True, True, False, False]])
-    check_layer(nf.MultiHeadAttention(2), {"query": x, "mask": mask}, bfloat16=False)
+    check_layer(nf.MultiHeadAttention(2), {"inputs": x, "mask": mask}, bfloat16=False)
 
 
 def test_full_kv_cache(key):
@@ -148,12 +169,14 @@ def test_mask_of_wrong_shape(key):
     x = jnp.zeros((2, 5, 8))
     params, state = attn.init(key, x)
     for bad in (jnp.ones((2, 4), bool), jnp.ones((2, 3, 5, 5), bool), jnp.ones((5, 5), bool)):
-        with pytest.raises(nf.LayerError, match="does not broadcast to.*(2, 2, 5, 5)"):
-            attn.apply(params, state, {"query": x, "mask": bad})
-    with pytest.raises(nf.LayerError, match="does not broadcast"):
-        attn.init(key, {"query": x, "mask": jnp.ones((2, 1, 1, 4), bool)})
-    with pytest.raises(nf.LayerError, match="boolean mask"):
-        attn.apply(params, state, {"query": x, "mask": jnp.ones((2, 5))})
+        with pytest.raises(nf.LayerError, match=r"not bools broadcastable.*\(2, 2, 5, 5\)"):
+            attn.apply(params, state, {"inputs": x, "attention_mask": bad})
+    with pytest.raises(nf.LayerError, match="not bools broadcastable"):
+        attn.init(key, {"inputs": x, "attention_mask": jnp.ones((2, 1, 1, 4), bool)})
+    with pytest.raises(nf.LayerError, match=r"'mask' of bools shaped \(2, 5\)"):
+        attn.apply(params, state, {"inputs": x, "mask": jnp.ones((2, 5))})
+    with pytest.raises(nf.LayerError, match=r"'mask' of bools shaped \(2, 5\)"):
+        attn.apply(params, state, {"inputs": x, "mask": jnp.ones((2, 4), bool)})
 
 
 def test_heads_must_divide_width(key):
@@ -181,16 +204,31 @@ def test_bad_settings_and_inputs(key):
     with pytest.raises(TypeError, match="RotaryPositions"):
         nf.MultiHeadAttention(2, rotary=nf.SinusoidalPositions())
     attn = nf.MultiHeadAttention(2)
-    with pytest.raises(nf.LayerError, match="'query' and optional"):
-        attn.init(key, {"q": jnp.zeros((1, 2, 4))})
-    with pytest.raises(nf.LayerError, match=r"got a tuple of 2\. Fix: \{'query': q, 'key': kv\}"):
+    with pytest.raises(nf.LayerError, match="'inputs' and optional extras"):
+        attn.init(key, {"query": jnp.zeros((1, 2, 4))})
+    with pytest.raises(nf.LayerError, match=r"got a tuple of 2\. Fix: \{'inputs': q, 'memory'"):
         attn.init(key, (jnp.zeros((1, 2, 4)), jnp.zeros((1, 3, 4))))
-    with pytest.raises(nf.LayerError, match=r"query of shape \(batch, time, features\)"):
+    with pytest.raises(nf.LayerError, match=r"inputs of shape \(batch, time, features\)"):
         attn.init(key, jnp.zeros((2, 4)))
-    params, _ = attn.init(key, {"query": jnp.zeros((1, 2, 4)), "key": jnp.zeros((1, 3, 4))})
+    with pytest.raises(nf.LayerError, match=r"no layer here reads the extra inputs \['key'\]"):
+        attn.init(key, {"inputs": jnp.zeros((1, 2, 4)), "key": jnp.zeros((1, 3, 4))})
+    with pytest.raises(nf.LayerError, match="memory_mask/memory_lengths given without"):
+        attn.init(key, {"inputs": jnp.zeros((1, 2, 4)), "memory_lengths": jnp.array([2])})
+    cross = {"inputs": jnp.zeros((1, 2, 4)), "memory": jnp.zeros((1, 3, 4))}
+    params, _ = attn.init(key, cross)
     cache = attn.init_cache(params, 1, 8)
     with pytest.raises(nf.LayerError, match="needs self-attention"):
-        attn.apply(params, cache, {"query": jnp.zeros((1, 2, 4)), "key": jnp.zeros((1, 3, 4))})
+        attn.apply(params, cache, cross)
+
+
+def test_cross_attention_batch_mismatch_is_a_layer_error(key):
+    attn = nf.MultiHeadAttention(2)
+    bad = {"inputs": jnp.zeros((2, 4, 8)), "memory": jnp.zeros((3, 6, 8))}
+    with pytest.raises(nf.LayerError, match="inputs have batch 2 but memory has batch 3"):
+        attn.init(key, bad)
+    params, state = attn.init(key, {"inputs": jnp.zeros((2, 4, 8)), "memory": jnp.zeros((2, 6, 8))})
+    with pytest.raises(nf.LayerError, match="MultiHeadAttention at '<root>'.*batch 3"):
+        attn.apply(params, state, bad)
 
 
 @pytest.mark.parametrize("kv_heads", [None, 2])
@@ -201,7 +239,7 @@ def test_fast_causal_path_agrees_with_general_path(key, kv_heads):
     everything = jnp.ones((2, 6), bool)
 
     def loss(p, a, masked):
-        inputs = {"query": a, "mask": everything} if masked else a
+        inputs = {"inputs": a, "mask": everything} if masked else a
         y, _ = attn.apply(p, state, inputs)
         return jnp.sum(jnp.sin(y))
 

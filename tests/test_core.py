@@ -163,10 +163,22 @@ def test_shape_error_at_apply_names_nested_path(key):
         model.apply(params, state, jnp.ones((3, 7)))
 
 
-def test_foreign_errors_are_wrapped_with_the_path(key):
+def test_foreign_errors_keep_their_type_and_gain_the_path(key):
     model = nf.Sequential({"outer": nf.Sequential({"bad": nf.Lambda(lambda x: x @ x)})})
-    with pytest.raises(nf.LayerError, match=r"at 'outer/bad': TypeError"):
+    with pytest.raises(TypeError) as info:
         model.init(key, jnp.ones((2, 3)))
+    assert not isinstance(info.value, nf.LayerError)
+    # One note, from the innermost layer, naming the full path (JAX may add its own).
+    ours = [n for n in info.value.__notes__ if "nnfun layer" in n]
+    assert ours == ["(raised in the nnfun layer at 'outer/bad')"]
+
+    def concretize(x):
+        return x if float(x.sum()) > 0 else -x  # Python control flow on a traced value
+
+    model = nf.Sequential({"block": nf.Lambda(concretize)})
+    with pytest.raises(jax.errors.ConcretizationTypeError) as info:
+        model.init(key, jnp.ones((2, 3)))  # init finds the output shape abstractly
+    assert "(raised in the nnfun layer at 'block')" in info.value.__notes__
 
 
 def test_train_without_key_says_how_to_pass_one(key):

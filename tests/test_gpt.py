@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import nnfun as nf
 from nnfun.models.gpt import GPT, generate
 
 SMALL = dict(vocab_size=13, d_model=16, num_heads=2, num_layers=2, max_length=12)
@@ -37,7 +38,7 @@ def test_stacked_and_unrolled_agree(small, key):
     model, params, state = small
     unrolled = GPT(**SMALL, stacked=False)
     unrolled_params, _ = unrolled.init(jax.random.key(0), jnp.zeros((1, 12), jnp.int32))
-    stack = dict(model.children())["blocks"]
+    stack = nf.Stack(model.num_layers, model.block)
     chex.assert_trees_all_equal(stack.unstack(params["blocks"]), unrolled_params["blocks"])
     tokens = ids(key, (2, 9))
     chex.assert_trees_all_close(

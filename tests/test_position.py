@@ -110,8 +110,8 @@ def test_bad_inputs(key):
         nf.RotaryPositions().apply({}, {}, jnp.zeros((1, 2, 4)))
     with pytest.raises(nf.LayerError, match=r"expected inputs \(batch, time, features\)"):
         nf.SinusoidalPositions().apply({}, {}, jnp.zeros((2, 4)))
-    with pytest.raises(nf.LayerError, match="'inputs' and 'offset'"):
-        nf.SinusoidalPositions().apply({}, {}, {"inputs": jnp.zeros((1, 2, 4))})
+    with pytest.raises(nf.LayerError, match=r"extra inputs \['mask'\].*read here are \['offset'\]"):
+        nf.SinusoidalPositions().apply({}, {}, {"inputs": jnp.zeros((1, 2, 4)), "mask": 1})
     params, state = nf.LearnedPositions(8).init(key, jnp.zeros((1, 2, 4)))
     with pytest.raises(nf.LayerError, match="expected features 4"):
         nf.LearnedPositions(8).apply(params, state, jnp.zeros((1, 2, 5)))

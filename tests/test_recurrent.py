@@ -202,19 +202,25 @@ def test_bad_inputs(key):
     params, state = rnn.init(key, x)
     with pytest.raises(nf.LayerError, match=r"expected inputs \(batch, time, in\)"):
         rnn.init(key, jnp.zeros((2, 5)))
-    with pytest.raises(nf.LayerError, match=r"lengths of shape \(2,\)"):
+    with pytest.raises(nf.LayerError, match=r"'lengths' of ints shaped \(2,\)"):
         rnn.apply(params, state, {"inputs": x, "lengths": jnp.array([1, 2, 3])})
-    with pytest.raises(nf.LayerError, match=r"boolean mask of shape \(2, 5\)"):
+    with pytest.raises(nf.LayerError, match=r"'mask' of bools shaped \(2, 5\)"):
         rnn.apply(params, state, {"inputs": x, "mask": jnp.ones((2, 4), bool)})
-    with pytest.raises(nf.LayerError, match="boolean mask"):
+    with pytest.raises(nf.LayerError, match="'mask' of bools"):
         rnn.apply(params, state, {"inputs": x, "mask": jnp.ones((2, 5))})
-    with pytest.raises(nf.LayerError, match="either 'lengths' or 'mask'"):
+    # Lengths outside [1, time] are refused when they are known (eagerly).
+    for bad in ([9, 3], [0, 3]):
+        with pytest.raises(nf.LayerError, match=r"'lengths' must lie in \[1, 5\]"):
+            rnn.apply(params, state, {"inputs": x, "lengths": jnp.array(bad)})
+    with pytest.raises(nf.LayerError, match=r"no layer here reads the extra inputs \['lenghts'\]"):
+        rnn.apply(params, state, {"inputs": x, "lenghts": jnp.array([1, 2])})
+    with pytest.raises(nf.LayerError, match="either 'mask' or 'lengths'"):
         rnn.apply(
             params,
             state,
             {"inputs": x, "mask": jnp.ones((2, 5), bool), "lengths": jnp.array([1, 2])},
         )
-    with pytest.raises(nf.LayerError, match="input dict keys"):
+    with pytest.raises(nf.LayerError, match=r"extra inputs \[.length.\]"):
         rnn.apply(params, state, {"inputs": x, "length": jnp.array([1, 2])})
     with pytest.raises(nf.LayerError, match=r"one time step \(batch, in\).*nf.RNN"):
         nf.GRU(4).init(key, x)

@@ -5,8 +5,9 @@ A layer subclasses :class:`Layer` and becomes a frozen dataclass; it implements
 key=None, train=False) -> (y, state)``. Combinators (:class:`Sequential`,
 :class:`Parallel`, :class:`Branch`, :class:`Residual`, ``Stack``) run their
 children through :func:`init_child` / :func:`apply_child`, which give each
-child its path (used in error messages and parameter keys) and its key (the
-parent's key folded with a CRC32 of the child's name).
+child its path (used in error messages and parameter keys), its key (the
+parent's key folded with a CRC32 of the child's name) and the extra inputs it
+reads (:data:`EXTRAS`; :func:`split_inputs` separates them from the main input).
 
 Parameter tools work on the nested-dict params: :func:`count_params`,
 :func:`flatten_params` / :func:`unflatten_params` (``"a/b/c"`` paths) and
@@ -15,6 +16,12 @@ Parameter tools work on the nested-dict params: :func:`count_params`,
 :func:`to_config` / :func:`from_config` turn a model into JSON and back.
 """
 
+from ._children import apply_child as apply_child
+from ._children import init_child as init_child
+from ._children import join_inputs as join_inputs
+from ._children import output_spec as output_spec
+from ._children import route as route
+from ._children import split_inputs as split_inputs
 from ._combinators import ACTIVATIONS as ACTIVATIONS
 from ._combinators import Activation as Activation
 from ._combinators import Branch as Branch
@@ -28,14 +35,13 @@ from ._config import from_config as from_config
 from ._config import to_config as to_config
 from ._initializers import INITIALIZERS as INITIALIZERS
 from ._initializers import get_initializer as get_initializer
+from ._layer import EXTRAS as EXTRAS
 from ._layer import Layer as Layer
 from ._layer import LayerError as LayerError
-from ._layer import apply_child as apply_child
+from ._layer import as_key as as_key
 from ._layer import child_key as child_key
-from ._layer import init_child as init_child
 from ._layer import init_shapes as init_shapes
 from ._layer import layer_error as layer_error
-from ._layer import output_spec as output_spec
 from ._layer import require_key as require_key
 from ._layer import spec_of as spec_of
 from ._params import count_params as count_params

@@ -9,9 +9,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from ._layer import Layer, apply_child, init_child, layer_error
+from ._children import apply_child, extras_of, init_child, split_inputs
+from ._layer import Layer, layer_error
 
-# Functions of ``jax.nn`` that map an array to an array of the same shape.
+# Functions of ``jax.nn`` that map one array to one array, usable as layers by
+# name. Most keep the shape; ``glu`` halves the last axis.
 ACTIVATIONS = tuple(
     name
     for name in (
@@ -50,6 +52,11 @@ def as_layer(obj: Any) -> Layer:
     """Returns ``obj`` if it is a layer; wraps a ``jax.nn`` activation or any callable."""
     if isinstance(obj, Layer):
         return obj
+    if isinstance(obj, type) and issubclass(obj, Layer):
+        raise TypeError(
+            f"got the layer class {obj.__name__}, not a layer. Fix: instantiate it with its "
+            f"settings, e.g. {obj.__name__}(...) in place of {obj.__name__}."
+        )
     if callable(obj):
         for name in ACTIVATIONS:
             if getattr(jax.nn, name) is obj:
@@ -92,21 +99,34 @@ class _Container(Layer):
     def __post_init__(self):
         object.__setattr__(self, "layers", named_layers(self.layers))
 
-    def children(self):
-        return self.layers
+    @property
+    def extras(self) -> frozenset[str]:
+        return extras_of(*(layer for _, layer in self.layers))
 
-    def _init_each(self, key, inputs):
+    def _check_names(self, params, state):
+        names = {name for name, _ in self.layers}
+        for what, tree in (("params", params), ("state", state)):
+            unknown = sorted(k for k in tree if k not in names and not _is_empty(tree[k]))
+            if unknown:
+                raise layer_error(
+                    self,
+                    f"{what} have keys {unknown} that name no child; the children are "
+                    f"{sorted(names)}. Fix: use the {what} this model's init made.",
+                )
+
+    def _init_each(self, key, inputs, extras=None):
         params, state, outs = {}, {}, []
         for (name, layer), x in zip(self.layers, inputs, strict=True):
-            params[name], state[name], out = init_child(name, layer, key, x)
+            params[name], state[name], out = init_child(name, layer, key, x, extras)
             outs.append(out)
         return _nonempty(params), _nonempty(state), outs
 
-    def _apply_each(self, params, state, inputs, key, train):
+    def _apply_each(self, params, state, inputs, key, train, extras=None):
+        self._check_names(params, state)
         ys, new_state = [], dict(state)
         for (name, layer), x in zip(self.layers, inputs, strict=True):
             y, s = apply_child(
-                name, layer, params.get(name, {}), state.get(name, {}), x, key, train
+                name, layer, params.get(name, {}), state.get(name, {}), x, key, train, extras
             )
             ys.append(y)
             if not _is_empty(s):
@@ -121,6 +141,9 @@ class Sequential(_Container):
         layers: a list of layers (named ``"0"``, ``"1"``, ...) or a dict of named
             layers. Plain callables such as ``jax.nn.relu`` become layers.
 
+    Extra inputs (``{"inputs": x, "mask": m}``) reach every child that reads them;
+    each child's output becomes the next child's main input.
+
     Example:
         >>> import jax, jax.numpy as jnp, nnfun as nf
         >>> model = nf.Sequential({"hidden": nf.Dense(8), "act": jax.nn.relu, "out": nf.Dense(2)})
@@ -132,16 +155,19 @@ class Sequential(_Container):
     """
 
     def init(self, key, x):
+        x, extras = split_inputs(self, x)
         params, state = {}, {}
         for name, layer in self.layers:
-            params[name], state[name], x = init_child(name, layer, key, x)
+            params[name], state[name], x = init_child(name, layer, key, x, extras)
         return _nonempty(params), _nonempty(state)
 
     def apply(self, params, state, x, *, key=None, train=False):
+        x, extras = split_inputs(self, x)
+        self._check_names(params, state)
         new_state = dict(state)
         for name, layer in self.layers:
             x, s = apply_child(
-                name, layer, params.get(name, {}), state.get(name, {}), x, key, train
+                name, layer, params.get(name, {}), state.get(name, {}), x, key, train, extras
             )
             if not _is_empty(s):
                 new_state[name] = s
@@ -158,6 +184,10 @@ class Parallel(_Container):
         >>> [y.shape for y in model.apply(params, state, (jnp.zeros((1, 4)), jnp.zeros((1, 5))))[0]]
         [(1, 2), (1, 3)]
     """
+
+    @property
+    def extras(self) -> frozenset[str]:
+        return frozenset()  # its input is a tuple, one element per child
 
     def _check(self, x):
         if not isinstance(x, (tuple, list)) or len(x) != len(self.layers):
@@ -219,12 +249,15 @@ class Branch(_Container):
         return jnp.concatenate(ys, axis=-1)
 
     def init(self, key, x):
-        params, state, outs = self._init_each(key, [x] * len(self.layers))
+        x, extras = split_inputs(self, x)
+        params, state, outs = self._init_each(key, [x] * len(self.layers), extras)
         jax.eval_shape(self._merge, outs)  # raises the merge error at init
         return params, state
 
     def apply(self, params, state, x, *, key=None, train=False):
-        ys, new_state = self._apply_each(params, state, [x] * len(self.layers), key, train)
+        x, extras = split_inputs(self, x)
+        inputs = [x] * len(self.layers)
+        ys, new_state = self._apply_each(params, state, inputs, key, train, extras)
         return self._merge(ys), new_state
 
 
@@ -244,11 +277,13 @@ class Residual(Layer):
     def __post_init__(self):
         object.__setattr__(self, "layer", as_layer(self.layer))
 
-    def children(self):
-        return (("layer", self.layer),)
+    @property
+    def extras(self) -> frozenset[str]:
+        return self.layer.extras
 
     def init(self, key, x):
-        params, state, out = init_child("layer", self.layer, key, x)
+        x, extras = split_inputs(self, x)
+        params, state, out = init_child("layer", self.layer, key, x, extras)
         if (out.shape, out.dtype) != (x.shape, x.dtype):
             raise layer_error(
                 self,
@@ -259,9 +294,9 @@ class Residual(Layer):
         return _nonempty({"layer": params}), _nonempty({"layer": state})
 
     def apply(self, params, state, x, *, key=None, train=False):
-        y, s = apply_child(
-            "layer", self.layer, params.get("layer", {}), state.get("layer", {}), x, key, train
-        )
+        x, extras = split_inputs(self, x)
+        p, s = params.get("layer", {}), state.get("layer", {})
+        y, s = apply_child("layer", self.layer, p, s, x, key, train, extras)
         return x + y, _nonempty({"layer": s})
 
 

@@ -9,6 +9,14 @@ A layer is a frozen, hashable dataclass of hyperparameters. It holds no arrays.
 Both methods are pure, so ``jax.jit``, ``jax.grad``, ``jax.vmap`` and
 ``jax.lax.scan`` apply to them directly. A child's key is its parent's key folded
 with a CRC32 of the child's name, so adding a layer never changes the others.
+
+Several inputs. ``x`` is the main input, or a dict ``{"inputs": main, name:
+extra, ...}`` holding the main input and named extras. An extra has one name
+and one meaning in every layer (:data:`EXTRAS`); a layer lists the extras it
+reads in :attr:`Layer.extras`, and combinators pass each child the extras it
+reads (a layer that reads none gets the bare main input), so a ``mask`` given
+once reaches every block of a ``Sequential`` or ``Stack``. No extra is named
+``key``: that word is the random key.
 """
 
 from __future__ import annotations
@@ -21,14 +29,24 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Params = dict[str, Any]
 State = dict[str, Any]
 
+#: The extra inputs of the layer contract: each name means the same in every layer.
+EXTRAS: dict[str, str] = {
+    "mask": "(batch, time) bool, True at the real (unpadded) steps of the main input",
+    "lengths": "(batch,) int: steps t < lengths[b] are real; the same as a mask",
+    "attention_mask": "bool, broadcastable to (batch, heads, query_time, key_time)",
+    "memory": "(batch, memory_time, features): what cross-attention attends to",
+    "memory_mask": "(batch, memory_time) bool, True at the real steps of the memory",
+    "memory_lengths": "(batch,) int: memory steps t < memory_lengths[b] are real",
+    "offset": "int: the position of the main input's first step (decoding)",
+    "carry": "a recurrent layer's initial carry",
+}
+
 _PATH: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("nnfun_path", default=())
-_RECORDER: contextvars.ContextVar[list | None] = contextvars.ContextVar(
-    "nnfun_recorder", default=None
-)
 
 
 class LayerError(ValueError):
@@ -48,21 +66,53 @@ def layer_error(layer: Layer, message: str) -> LayerError:
 
 @contextlib.contextmanager
 def scope(name: str):
-    """Enters the child ``name`` of the current path (used by combinators)."""
+    """Enters the child ``name`` of the current path (used by combinators).
+
+    An exception raised inside keeps its type; the innermost scope adds a note
+    naming the layer path (``LayerError`` names it in its message already).
+    """
     token = _PATH.set(_PATH.get() + (name,))
     try:
         yield
-    except LayerError:
-        raise
     except Exception as e:
-        path = current_path()
-        raise LayerError(f"at '{path}': {type(e).__name__}: {e}") from e
+        if not isinstance(e, LayerError) and not getattr(e, "_nnfun_path_noted", False):
+            e.add_note(f"(raised in the nnfun layer at '{current_path()}')")
+            e._nnfun_path_noted = True  # type: ignore[attr-defined]
+        raise
     finally:
         _PATH.reset(token)
 
 
-def child_key(key: jax.Array | None, name: str) -> jax.Array | None:
+def as_key(key: Any) -> jax.Array | None:
+    """A PRNG key from ``key``: a key passes through, an int seed becomes ``jax.random.key``.
+
+    Example:
+        >>> import jax
+        >>> from nnfun.core._layer import as_key
+        >>> bool(jax.random.key_data(as_key(3)) == jax.random.key_data(jax.random.key(3)))
+        True
+    """
+    if key is None or (isinstance(key, jax.Array) and _is_key(key)):
+        return key
+    if isinstance(key, int | np.integer) and not isinstance(key, bool):
+        return jax.random.key(key)
+    raise TypeError(
+        f"expected a PRNG key (jax.random.key(seed)) or an int seed, got "
+        f"{type(key).__name__} {getattr(key, 'dtype', '')} {getattr(key, 'shape', '')}. "
+        "Fix: key=jax.random.key(0)."
+    )
+
+
+def _is_key(a: jax.Array) -> bool:
+    # New-style typed keys, or the legacy uint32[2] raw keys.
+    return jnp.issubdtype(a.dtype, jax.dtypes.prng_key) or (
+        a.dtype == jnp.uint32 and a.shape[-1:] == (2,)
+    )
+
+
+def child_key(key: jax.Array | int | None, name: str) -> jax.Array | None:
     """Derives a child's key from its parent's key and its name (stable across runs)."""
+    key = as_key(key)
     if key is None:
         return None
     return jax.random.fold_in(key, zlib.crc32(name.encode()))
@@ -91,13 +141,20 @@ class Layer:
         >>> Scale(2.0).apply(params, state, jnp.ones((3, 4)))[0].shape
         (3, 4)
 
-    Errors raised inside a child (by ``layer_error`` or by JAX) name the child's path.
+    A layer that reads extra inputs (:data:`EXTRAS`) names them in ``extras``
+    and receives ``{"inputs": x, name: value, ...}`` holding those it reads.
+    Errors raised inside a child keep their type and gain a note naming its path.
     """
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if "__dataclass_fields__" not in cls.__dict__:
             dataclasses.dataclass(frozen=True, repr=True, eq=True)(cls)
+
+    @property
+    def extras(self) -> frozenset[str]:
+        """Names of the extra inputs (:data:`EXTRAS`) this layer or its children read."""
+        return frozenset()
 
     def init(self, key: jax.Array, x: Any) -> tuple[Params, State]:
         """Creates ``(params, state)`` for an input like ``x`` (a spec or an array)."""
@@ -115,85 +172,8 @@ class Layer:
         """Computes ``(y, new_state)``; pure."""
         raise NotImplementedError(f"{type(self).__name__} does not implement apply")
 
-    def children(self) -> tuple[tuple[str, Layer], ...]:
-        """Named sub-layers (empty for a leaf layer)."""
-        return ()
-
 
 dataclasses.dataclass(frozen=True)(Layer)
-
-
-def output_spec(layer: Layer, params: Params, state: State, x: Any) -> Any:
-    """The output spec of ``layer`` on ``x``, found by ``jax.eval_shape`` (no FLOPs)."""
-
-    def run(p, s, xs):
-        return layer.apply(p, s, xs, key=jax.random.key(0), train=False)[0]
-
-    return jax.eval_shape(run, spec_of(params), spec_of(state), spec_of(x))
-
-
-def init_child(name: str, layer: Layer, key: jax.Array, x: Any) -> tuple[Params, State, Any]:
-    """Initialises a named child and returns ``(params, state, output_spec)``."""
-    with scope(name):
-        params, state = layer.init(child_key(key, name), x)
-        out = output_spec(layer, params, state, x)
-    return params, state, out
-
-
-def apply_child(name: str, layer: Layer, params: Params, state: State, x: Any, key, train):
-    """Applies a named child inside its path scope; records it when a summary asks."""
-    recorder = _RECORDER.get()
-    with scope(name):
-        if recorder is not None:  # reserve the row now so parents precede their children
-            row = len(recorder)
-            recorder.append(None)
-        y, new_state = layer.apply(params, state, x, key=child_key(key, name), train=train)
-        if recorder is not None:
-            recorder[row] = (
-                current_path(),
-                layer,
-                spec_of(x),
-                spec_of(y),
-                spec_of(params),
-                spec_of(state),
-            )
-    return y, new_state
-
-
-_UNROLL_LOOPS: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "nnfun_unroll_loops", default=False
-)
-
-
-def loops_unrolled() -> bool:
-    """Whether layers should trace their loops unrolled (see :func:`unrolling_loops`)."""
-    return _UNROLL_LOOPS.get()
-
-
-@contextlib.contextmanager
-def unrolling_loops():
-    """Within, ``Stack`` and ``RNN`` trace their ``lax.scan`` fully unrolled.
-
-    XLA's cost analysis counts a loop body once, whatever its trip count;
-    :func:`nnfun.summary` lowers each layer inside this context so that the
-    FLOPs of a Stack count every copy and those of an RNN every time step.
-    """
-    token = _UNROLL_LOOPS.set(True)
-    try:
-        yield
-    finally:
-        _UNROLL_LOOPS.reset(token)
-
-
-@contextlib.contextmanager
-def recording():
-    """Collects ``(path, layer, in_spec, out_spec, params, state)`` of every child applied."""
-    rows: list = []
-    token = _RECORDER.set(rows)
-    try:
-        yield rows
-    finally:
-        _RECORDER.reset(token)
 
 
 def init_shapes(layer: Layer, x: Any, key: jax.Array | None = None) -> tuple[Params, State]:
@@ -205,17 +185,20 @@ def init_shapes(layer: Layer, x: Any, key: jax.Array | None = None) -> tuple[Par
         >>> params["kernel"].shape
         (4, 3)
     """
-    key = jax.random.key(0) if key is None else key
+    key = jax.random.key(0) if key is None else as_key(key)
     spec = spec_of(x)
     return jax.eval_shape(lambda k: layer.init(k, spec), key)
 
 
-def require_key(layer: Layer, key: jax.Array | None) -> jax.Array:
-    """Returns ``key`` or raises the error a user needs when it is missing in training."""
+def require_key(layer: Layer, key: jax.Array | int | None) -> jax.Array:
+    """Returns ``key`` (an int seed becomes a key) or raises the error a user needs."""
     if key is None:
         raise layer_error(
             layer,
             "train=True needs a random key for this layer, but key=None was given. "
             "Pass one: model.apply(params, state, x, key=jax.random.key(0), train=True).",
         )
-    return key
+    try:
+        return as_key(key)  # type: ignore[return-value]
+    except TypeError as e:
+        raise TypeError(f"{type(layer).__name__} at '{current_path() or '<root>'}': {e}") from None

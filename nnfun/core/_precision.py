@@ -139,8 +139,9 @@ class MixedPrecision(Layer):
             policy = Policy(*policy)
         object.__setattr__(self, "policy", policy)
 
-    def children(self):
-        return (("layer", self.layer),)
+    @property
+    def extras(self) -> frozenset[str]:
+        return self.layer.extras
 
     def init(self, key, x):
         params, state = self.layer.init(key, x)

@@ -69,8 +69,9 @@ class Remat(Layer):
         elif self.policy is not None and not callable(self.policy):
             raise TypeError(f"Remat policy must be None, a name or a callable, got {self.policy!r}")
 
-    def children(self):
-        return (("layer", self.layer),)
+    @property
+    def extras(self) -> frozenset[str]:
+        return self.layer.extras
 
     def init(self, key, x):
         return self.layer.init(key, x)

@@ -10,8 +10,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._children import check_params, checked_output, route, split_inputs
 from ._combinators import as_layer
-from ._layer import Layer, child_key, layer_error, loops_unrolled, scope, spec_of
+from ._layer import Layer, as_key, child_key, layer_error, scope, spec_of
+from ._summary import loops_unrolled
 
 
 def _policy(remat_policy: str | Callable | None) -> Callable | None:
@@ -33,7 +35,9 @@ class Stack(Layer):
     and dropout, so :meth:`unstack` turns the params of a Stack into those of that
     Sequential with identical outputs, and :meth:`stack` turns them back.
 
-    The layer's state (a KV cache, say) is stacked the same way.
+    The layer's state (a KV cache, say) is stacked the same way. Extra inputs
+    (``{"inputs": x, "mask": m}``) reach every copy unchanged; only the main
+    input is carried from copy to copy.
 
     Args:
         n: number of copies (>= 1).
@@ -45,11 +49,12 @@ class Stack(Layer):
             ...) or such a policy function. Only used when ``remat=True``.
         unroll: passed to ``lax.scan``: how many copies each loop iteration runs
             (an int >= 1, True for all of them, or False: the same as 1, as in
-            ``lax.scan``). The default 1 keeps compile
-            time independent of depth; ``True`` on a shallow stack gives back the
-            speed of a Python loop (on XLA:CPU a 4-block GPT step in ``lax.scan``
-            measured 6-15% slower, ``benchmarks/NOTES.md``) at the cost of
-            compiling every copy.
+            ``lax.scan``). The default 1 keeps compile time independent of
+            depth; ``True`` on a shallow stack gives back the speed of a Python
+            loop at the cost of compiling every copy (unrolling the default
+            4-block GPT's Stack took its training step from 239.8 to 201.1 ms
+            on 2 CPU cores, ``benchmarks/NOTES.md`` phase 3, which is why
+            :class:`nnfun.models.gpt.GPT` unrolls up to 12 blocks by default).
 
     Shapes: ``x -> y`` with ``y`` shaped like ``x``; every param gets a leading ``n``.
 
@@ -87,8 +92,9 @@ class Stack(Layer):
                 "jax.checkpoint_policies (e.g. 'dots_saveable', 'nothing_saveable')"
             )
 
-    def children(self):
-        return (("layer", self.layer),)
+    @property
+    def extras(self) -> frozenset[str]:
+        return self.layer.extras
 
     def _salts(self) -> jax.Array:
         # The CRC32 of each copy's name, as Sequential would fold it into the key.
@@ -96,13 +102,15 @@ class Stack(Layer):
         return jnp.asarray(np.array(salts, dtype=np.uint32))
 
     def init(self, key, x):
+        x, extras = split_inputs(self, x)
+        layer_x = route(self.layer, x, extras)
         keys = jnp.stack([child_key(key, str(i)) for i in range(self.n)])
         with scope("layer"):
-            params, state = jax.vmap(lambda k: self.layer.init(k, x))(keys)
+            params, state = jax.vmap(lambda k: self.layer.init(k, layer_x))(keys)
             one = jax.tree.map(lambda a: a[0], (params, state))
             out = jax.eval_shape(
-                lambda p, s, xs: self.layer.apply(p, s, xs, key=jax.random.key(0))[0],
-                *spec_of((*one, x)),
+                lambda p, s, xs: self._apply_one(p, s, xs, jax.random.key(0), False)[0],
+                *spec_of((*one, layer_x)),
             )
         if spec_of(out) != spec_of(x):
             raise layer_error(
@@ -113,14 +121,21 @@ class Stack(Layer):
             )
         return _wrap(params), _wrap(state)
 
+    def _apply_one(self, p, s, x, key, train):
+        return checked_output(self.layer, self.layer.apply(p, s, x, key=key, train=train))
+
     def apply(self, params, state, x, *, key=None, train=False):
+        x, extras = split_inputs(self, x)
+        key = as_key(key)
         layer_params, layer_state = params.get("layer", {}), state.get("layer", {})
+        with scope("layer"):
+            one = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), layer_params)
+            check_params(self.layer, one, route(self.layer, x, extras))
 
         def body(carry, inputs):
             p, s, salt = inputs
             k = None if key is None else jax.random.fold_in(key, salt)
-            y, new_s = self.layer.apply(p, s, carry, key=k, train=train)
-            return y, new_s
+            return self._apply_one(p, s, route(self.layer, carry, extras), k, train)
 
         if self.remat:
             body = jax.checkpoint(body, policy=_policy(self.remat_policy))

@@ -2,14 +2,84 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import functools
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
 
-from ._layer import Layer, init_shapes, recording, spec_of, unrolling_loops
+from ._layer import Layer, current_path, init_shapes, spec_of
 from ._params import count_params
+
+_RECORDER: contextvars.ContextVar[list | None] = contextvars.ContextVar(
+    "nnfun_recorder", default=None
+)
+_UNROLL_LOOPS: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "nnfun_unroll_loops", default=False
+)
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[list]:
+    """Collects ``(path, layer, in_spec, out_spec, params, state)`` of every child applied."""
+    rows: list = []
+    token = _RECORDER.set(rows)
+    try:
+        yield rows
+    finally:
+        _RECORDER.reset(token)
+
+
+@contextlib.contextmanager
+def record_child(layer: Layer, x: Any, params: Any, state: Any) -> Iterator[Callable]:
+    """Within a child's scope: yields ``record(y)``, which adds its row when recording.
+
+    The row is reserved on entry, so that a parent precedes its children.
+    """
+    rows = _RECORDER.get()
+    if rows is None:
+        yield lambda y: None
+        return
+    row = len(rows)
+    rows.append(None)
+
+    def record(y):
+        rows[row] = (current_path(), layer, spec_of(x), spec_of(y), spec_of(params), spec_of(state))
+
+    yield record
+
+
+@contextlib.contextmanager
+def not_recording() -> Iterator[None]:
+    """Within, children applied are not recorded (for abstract evaluations on the side)."""
+    token = _RECORDER.set(None)
+    try:
+        yield
+    finally:
+        _RECORDER.reset(token)
+
+
+def loops_unrolled() -> bool:
+    """Whether layers should trace their loops unrolled (see :func:`unrolling_loops`)."""
+    return _UNROLL_LOOPS.get()
+
+
+@contextlib.contextmanager
+def unrolling_loops() -> Iterator[None]:
+    """Within, ``Stack`` and ``RNN`` trace their ``lax.scan`` fully unrolled.
+
+    XLA's cost analysis counts a loop body once, whatever its trip count;
+    :func:`summary` lowers each layer inside this context so that the FLOPs of
+    a Stack count every copy and those of an RNN every time step.
+    """
+    token = _UNROLL_LOOPS.set(True)
+    try:
+        yield
+    finally:
+        _UNROLL_LOOPS.reset(token)
 
 
 def _shape_text(spec: Any) -> str:

@@ -8,11 +8,16 @@ import jax
 import jax.numpy as jnp
 
 from .. import ops
-from ..core._layer import Layer, apply_child, init_child, layer_error, require_key
+from ..core._children import apply_child, init_child, split_inputs
+from ..core._layer import Layer, layer_error, require_key
+from ..core._masks import concrete, sequence_mask
 from ._dense import Dense
-from ._position import RotaryPositions, _concrete
+from ._position import RotaryPositions
 
 _CACHE_KEYS = {"key", "value", "index"}
+_EXTRAS = frozenset(
+    {"mask", "lengths", "attention_mask", "memory", "memory_mask", "memory_lengths"}
+)
 
 
 def _attend(q, k, v, mask, dropout: float, key) -> jax.Array:
@@ -36,16 +41,24 @@ class MultiHeadAttention(Layer):
     """Scaled dot-product attention over ``num_heads`` heads, with q/k/v/out projections.
 
     The input is ``x`` ``(batch, time, features)`` (self-attention) or a dict
-    ``{"query": q, "key": k, "value": v, "mask": m}`` where ``key``, ``value``
-    and ``mask`` are optional (``key`` defaults to ``query``, ``value`` to ``key``).
-    ``mask`` is boolean, True where a query may attend to a key: shape
-    ``(batch, key_time)`` (padding of the keys) or anything broadcastable to
-    ``(batch, heads, query_time, key_time)``.
+    holding it as ``"inputs"`` with the extras of the layer contract
+    (``nnfun.core.EXTRAS``), all optional:
+
+    - ``"mask"`` ``(batch, time)`` bools or ``"lengths"`` ``(batch,)`` ints: the
+      padding of ``inputs``; in self-attention padded keys are not attended to.
+    - ``"memory"`` ``(batch, memory_time, memory_features)``: cross-attention,
+      keys and values come from it; ``"memory_mask"`` or ``"memory_lengths"``
+      give its padding.
+    - ``"attention_mask"``: bools broadcastable to ``(batch, heads, query_time,
+      key_time)``, True where a query may attend to a key.
+
+    Padded query rows are computed like the others; they never change a real row.
 
     Decoding: ``init_cache(params, batch, max_length)`` returns a KV cache; pass it
     as ``state`` and feed one (or a few) new positions at a time. Each call writes
     the new keys and values at the cache's ``index`` and attends to everything
-    written so far; the outputs equal those of the full causal forward pass.
+    written so far; the outputs equal those of the full causal forward pass. A
+    ``mask`` then spans the cache's ``max_length`` positions.
 
     Args:
         num_heads: query heads.
@@ -108,31 +121,39 @@ class MultiHeadAttention(Layer):
     def kv_heads(self) -> int:
         return self.num_kv_heads or self.num_heads
 
-    def _inputs(self, x) -> tuple[Any, Any, Any, Any]:
-        if isinstance(x, tuple | list):
-            raise layer_error(
-                self,
-                f"expected an array (self-attention) or a dict with 'query' and optional "
-                f"'key', 'value', 'mask'; got a {type(x).__name__} of {len(x)}. Fix: "
-                "{'query': q, 'key': kv} for cross-attention.",
-            )
-        if not isinstance(x, dict):
-            return x, x, x, None
-        if "query" not in x or set(x) - {"query", "key", "value", "mask"}:
-            raise layer_error(
-                self,
-                f"expected a dict with 'query' and optional 'key', 'value', 'mask'; got "
-                f"{sorted(x)}",
-            )
-        key = x.get("key", x["query"])
-        return x["query"], key, x.get("value", key), x.get("mask")
+    @property
+    def extras(self) -> frozenset[str]:
+        return _EXTRAS
 
-    def _projections(self, q, k, v) -> dict:
-        for name, a in (("query", q), ("key", k), ("value", v)):
+    def _inputs(self, x) -> tuple[Any, Any, dict[str, Any]]:
+        """``(query input, key/value input, extras)``, checked."""
+        if isinstance(x, tuple | list) or (isinstance(x, dict) and "inputs" not in x):
+            got = f"a {type(x).__name__} of {len(x)}" if not isinstance(x, dict) else sorted(x)
+            raise layer_error(
+                self,
+                f"expected an array (self-attention) or a dict with 'inputs' and optional "
+                f"extras {sorted(_EXTRAS)}; got {got}. Fix: {{'inputs': q, 'memory': kv}} "
+                "for cross-attention.",
+            )
+        q, extras = split_inputs(self, x)
+        kv = extras.get("memory", q)
+        for name, a in (("inputs", q), ("memory", kv)):
             if len(a.shape) != 3:
                 raise layer_error(
                     self, f"expected {name} of shape (batch, time, features), got {a.shape}"
                 )
+        if kv.shape[0] != q.shape[0]:
+            raise layer_error(
+                self,
+                f"inputs have batch {q.shape[0]} but memory has batch {kv.shape[0]}; "
+                "cross-attention pairs each sequence with its own memory. Fix: give both "
+                "the same batch size.",
+            )
+        if "memory" not in extras and {"memory_mask", "memory_lengths"} & set(extras):
+            raise layer_error(self, "memory_mask/memory_lengths given without a memory")
+        return q, kv, extras
+
+    def _projections(self, q) -> dict:
         width = self.qkv_features or q.shape[-1]
         if width % self.num_heads:
             raise layer_error(
@@ -149,48 +170,51 @@ class MultiHeadAttention(Layer):
         }
 
     def init(self, key, x):
-        q, k, v, mask = self._inputs(x)
-        dense = self._projections(q, k, v)
+        q, kv, extras = self._inputs(x)
+        dense = self._projections(q)
         params = {}
-        for name, a in (("query", q), ("key", k), ("value", v)):
+        for name, a in (("query", q), ("key", kv), ("value", kv)):
             params[name], _, _ = init_child(name, dense[name], key, a)
         spec = jax.ShapeDtypeStruct((*q.shape[:2], dense["query"].features), q.dtype)
         params["out"], _, _ = init_child("out", dense["out"], key, spec)
-        if mask is not None:
-            jax.eval_shape(lambda m: self._mask(m, q.shape[0], q.shape[1], k.shape[1]), mask)
+        self._mask(extras, q.shape[0], q.shape[1], kv.shape[1])  # checks shapes at init
         return params, {}
 
-    def _mask(self, mask, batch, q_len, k_len) -> jax.Array:
-        """The user's mask as a ``(batch|1, heads|1, q_len|1, k_len|1)`` boolean array."""
-        if mask.dtype != jnp.bool_:
-            raise layer_error(self, f"expected a boolean mask, got dtype {mask.dtype}")
-        if mask.ndim == 2 and mask.shape in ((batch, k_len), (1, k_len)):
-            return mask[:, None, None, :]
+    def _mask(self, extras, batch, q_len, k_len) -> jax.Array | None:
+        """The extras' masks as one ``(batch|1, heads|1, q_len|1, k_len|1)`` bool array."""
+        prefix = "memory_" if "memory" in extras else ""
+        padding = sequence_mask(self, extras, batch, k_len, prefix)
+        mask = None if padding is None else padding[:, None, None, :]
+        if "attention_mask" not in extras:
+            return mask
+        given = extras["attention_mask"]
         target = (batch, self.num_heads, q_len, k_len)
-        ok = mask.ndim == 4 and all(m in (1, t) for m, t in zip(mask.shape, target))
-        if not ok:
+        ok = len(given.shape) == 4 and all(m in (1, t) for m, t in zip(given.shape, target))
+        if given.dtype != jnp.bool_ or not ok:
             raise layer_error(
                 self,
-                f"mask of shape {tuple(mask.shape)} does not broadcast to (batch, heads, "
-                f"query_time, key_time) = {target}. Fix: pass (batch, key_time) for padding "
-                "or a 4-D mask such as m[:, None, :, :].",
+                f"attention_mask {given.dtype} {tuple(given.shape)} is not bools broadcastable "
+                f"to (batch, heads, query_time, key_time) = {target}. Fix: a 4-D bool mask "
+                "such as m[:, None, :, :]; for padding pass 'mask' or 'lengths'.",
             )
-        return mask
+        if isinstance(given, jax.ShapeDtypeStruct):
+            return None
+        return given if mask is None else jnp.logical_and(mask, given)
 
     def _project(self, params, name, dense, a, heads, key, train):
         y, _ = apply_child(name, dense[name], params[name], {}, a, key, train)
         return y.reshape(*a.shape[:2], heads, -1)
 
     def apply(self, params, state, x, *, key=None, train=False):
-        q_in, k_in, v_in, mask = self._inputs(x)
-        dense = self._projections(q_in, k_in, v_in)
+        q_in, kv_in, extras = self._inputs(x)
+        dense = self._projections(q_in)
         q = self._project(params, "query", dense, q_in, self.num_heads, key, train)
-        k = self._project(params, "key", dense, k_in, self.kv_heads, key, train)
-        v = self._project(params, "value", dense, v_in, self.kv_heads, key, train)
+        k = self._project(params, "key", dense, kv_in, self.kv_heads, key, train)
+        v = self._project(params, "value", dense, kv_in, self.kv_heads, key, train)
         batch, q_len, k_len = q.shape[0], q.shape[1], k.shape[1]
         # While decoding, a mask's key axis spans the whole cache.
         mask_len = state["key"].shape[1] if state else k_len
-        mask = None if mask is None else self._mask(mask, batch, q_len, mask_len)
+        mask = self._mask(extras, batch, q_len, mask_len)
         if state:
             y, state = self._decode(state, q, k, v, mask, key, train)
         else:
@@ -244,11 +268,11 @@ class MultiHeadAttention(Layer):
             raise layer_error(self, f"expected a KV cache {sorted(_CACHE_KEYS)} as state")
         index, max_length = cache["index"], cache["key"].shape[1]
         step = q.shape[1]
-        start = _concrete(index)
-        if start is not None and start + step > max_length:
+        start = concrete(index)
+        if start is not None and int(start) + step > max_length:
             raise layer_error(
                 self,
-                f"the KV cache is full: it holds {max_length} positions, {start} are used "
+                f"the KV cache is full: it holds {max_length} positions, {int(start)} are used "
                 f"and {step} more were given. Fix: init_cache with a larger max_length.",
             )
         if k.shape[1] != step:

@@ -1,9 +1,9 @@
 """Position information: sinusoidal and learned absolute encodings, rotary embeddings.
 
 The absolute encodings add a ``(time, features)`` table to ``(batch, time,
-features)`` inputs. For step-by-step decoding the input may be a dict
-``{"inputs": x, "offset": n}``: position ``t`` of ``x`` is then ``n + t``
-(``n`` may be a traced int, e.g. a KV cache's index).
+features)`` inputs. For step-by-step decoding the input may carry the
+``offset`` extra, ``{"inputs": x, "offset": n}``: position ``t`` of ``x`` is
+then ``n + t`` (``n`` may be a traced int, e.g. a KV cache's index).
 """
 
 from __future__ import annotations
@@ -14,35 +14,26 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from ..core._children import split_inputs
 from ..core._initializers import get_initializer
 from ..core._layer import Layer, layer_error
+from ..core._masks import concrete
 
-
-def _concrete(value) -> int | None:
-    """The Python int of ``value``, or None while it is traced."""
-    try:
-        return int(value)
-    except (jax.errors.ConcretizationTypeError, jax.errors.TracerIntegerConversionError):
-        return None
+_OFFSET = frozenset({"offset"})
 
 
 def _unpack(layer: Layer, x) -> tuple[jax.Array, Any]:
-    if isinstance(x, dict):
-        if set(x) != {"inputs", "offset"}:
-            raise layer_error(layer, f"expected a dict with 'inputs' and 'offset', got {sorted(x)}")
-        x, offset = x["inputs"], x["offset"]
-    else:
-        offset = 0
+    x, extras = split_inputs(layer, x)
     if len(x.shape) != 3:
         raise layer_error(
             layer, f"expected inputs (batch, time, features), got shape {tuple(x.shape)}"
         )
-    return x, offset
+    return x, extras.get("offset", 0)
 
 
 def _check_length(layer: Layer, length: int, offset, max_length: int | None) -> None:
-    start = _concrete(offset)
-    end = length + (start or 0)
+    start = concrete(offset)
+    end = length + (0 if start is None else int(start))
     if max_length is not None and end > max_length:
         raise layer_error(
             layer,
@@ -89,6 +80,8 @@ class SinusoidalPositions(Layer):
     max_length: int = 2048
     base: float = 10000.0
 
+    extras = _OFFSET  # type: ignore[assignment]
+
     def init(self, key, x):
         x, offset = _unpack(self, x)
         _check_length(self, x.shape[1], offset, self.max_length)
@@ -123,6 +116,8 @@ class LearnedPositions(Layer):
 
     max_length: int
     embedding_init: str | Callable[..., Any] = "normal"
+
+    extras = _OFFSET  # type: ignore[assignment]
 
     def __post_init__(self):
         if not isinstance(self.max_length, int) or self.max_length < 1:
@@ -174,6 +169,8 @@ class RotaryPositions(Layer):
     base: float = 10000.0
     max_length: int | None = None
 
+    extras = _OFFSET  # type: ignore[assignment]
+
     def _check(self, x, offset=0):
         if len(x.shape) != 4 or x.shape[-1] % 2:
             raise layer_error(
@@ -198,8 +195,7 @@ class RotaryPositions(Layer):
         return jnp.concatenate([first * cos - second * sin, first * sin + second * cos], -1)
 
     def apply(self, params, state, x, *, key=None, train=False):
-        offset = 0
-        if isinstance(x, dict):
-            x, offset = x["inputs"], x["offset"]
+        x, extras = split_inputs(self, x)
+        offset = extras.get("offset", 0)
         self._check(x, offset)
         return self.rotate(x, offset + jnp.arange(x.shape[1])), state

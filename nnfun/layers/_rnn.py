@@ -1,10 +1,10 @@
 """RNN: a recurrent cell scanned over time; Bidirectional: two of them, merged.
 
-Optional inputs ride in the single ``x`` of the layer contract: ``x`` is either
-the ``(batch, time, in)`` array or a dict ``{"inputs": array, "carry": ...,
-"lengths": (batch,) ints, "mask": (batch, time) bools}`` whose extra keys are
-all optional. Padded steps (``mask`` False, or ``t >= lengths``) leave the
-carry unchanged and output zeros, so padding never changes a result.
+Optional inputs are extras of the layer contract (``nnfun.core.EXTRAS``): ``x``
+is either the ``(batch, time, in)`` array or a dict ``{"inputs": array,
+"carry": ..., "lengths": (batch,) ints, "mask": (batch, time) bools}`` whose
+extras are all optional. Padded steps (``mask`` False, or ``t >= lengths``)
+leave the carry unchanged and output zeros, so padding never changes a result.
 """
 
 from __future__ import annotations
@@ -15,10 +15,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from ..core._layer import Layer, child_key, layer_error, loops_unrolled, scope
+from ..core._children import split_inputs
+from ..core._layer import Layer, child_key, layer_error, scope
+from ..core._masks import sequence_mask
+from ..core._summary import loops_unrolled
 from ._recurrent import RecurrentCell
 
-_KEYS = ("inputs", "carry", "lengths", "mask")
+_EXTRAS = frozenset({"carry", "lengths", "mask"})
 
 
 def _select(mask_t: jax.Array, new: Any, old: Any) -> Any:
@@ -40,9 +43,10 @@ class RNN(Layer):
         reverse: run from the last step to the first (outputs stay in input order).
 
     The input is an array, or a dict with ``"inputs"`` and optionally ``"carry"``
-    (the initial carry, default zeros), ``"lengths"`` (``(batch,)`` ints: steps
-    ``t >= lengths[b]`` are padding) or ``"mask"`` (``(batch, time)`` bools, True
-    where a step is real). Padded steps leave the carry unchanged and output zeros.
+    (the initial carry, default zeros), ``"lengths"`` (``(batch,)`` ints in
+    ``[1, time]``: steps ``t >= lengths[b]`` are padding) or ``"mask"``
+    (``(batch, time)`` bools, True where a step is real). Padded steps leave the
+    carry unchanged and output zeros.
 
     Shapes: ``(batch, time, in) -> (batch, time, F)`` (or ``(batch, F)``).
 
@@ -68,21 +72,13 @@ class RNN(Layer):
                 f"subclass), got {type(self.cell).__name__}"
             )
 
-    def children(self):
-        return (("cell", self.cell),)
+    @property
+    def extras(self) -> frozenset[str]:
+        return _EXTRAS
 
     def _unpack(self, x) -> tuple[Any, Any, Any]:
         """Returns ``(inputs, carry or None, mask or None)``, checking shapes."""
-        if not isinstance(x, dict):
-            x = {"inputs": x}
-        unknown = sorted(set(x) - set(_KEYS))
-        if unknown or "inputs" not in x:
-            raise layer_error(
-                self, f"input dict keys must be 'inputs' plus any of {_KEYS[1:]}; got {sorted(x)}"
-            )
-        if "lengths" in x and "mask" in x:
-            raise layer_error(self, "give either 'lengths' or 'mask', not both")
-        inputs = x["inputs"]
+        inputs, extras = split_inputs(self, x)
         if len(inputs.shape) != 3:
             raise layer_error(
                 self,
@@ -90,29 +86,7 @@ class RNN(Layer):
                 "Fix: add a feature axis, e.g. x[..., None].",
             )
         batch, time = inputs.shape[:2]
-        return inputs, x.get("carry"), self._mask(x, batch, time)
-
-    def _mask(self, x, batch, time):
-        if "lengths" in x:
-            lengths = x["lengths"]
-            if tuple(lengths.shape) != (batch,):
-                raise layer_error(
-                    self, f"expected lengths of shape ({batch},), got {tuple(lengths.shape)}"
-                )
-            if isinstance(lengths, jax.ShapeDtypeStruct):  # at init: shapes checked, no mask
-                return None
-            return jnp.arange(time)[None, :] < jnp.asarray(lengths)[:, None]
-        if "mask" in x:
-            mask = x["mask"]
-            if tuple(mask.shape) != (batch, time) or mask.dtype != jnp.bool_:
-                raise layer_error(
-                    self,
-                    f"expected a boolean mask of shape ({batch}, {time}), got "
-                    f"{mask.dtype} {tuple(mask.shape)}. Fix: mask = jnp.arange(time) < lengths"
-                    "[:, None], or pass 'lengths'.",
-                )
-            return mask
-        return None
+        return inputs, extras.get("carry"), sequence_mask(self, extras, batch, time)
 
     def init(self, key, x):
         inputs, carry, _ = self._unpack(x)
@@ -216,10 +190,15 @@ class Bidirectional(Layer):
         if self.merge not in BIDIRECTIONAL_MERGES:
             raise ValueError(f"Bidirectional merge must be one of {BIDIRECTIONAL_MERGES}")
 
-    def children(self):
+    @property
+    def extras(self) -> frozenset[str]:
+        return _EXTRAS
+
+    def _directions(self):
         return (("forward", self.forward), ("backward", self.backward))
 
     def _split(self, x):
+        split_inputs(self, x)  # checks the extras' names
         if not (isinstance(x, dict) and "carry" in x):
             return x, x
         carry = x["carry"]
@@ -230,7 +209,7 @@ class Bidirectional(Layer):
 
     def init(self, key, x):
         params = {}
-        for (name, rnn), xs in zip(self.children(), self._split(x)):
+        for (name, rnn), xs in zip(self._directions(), self._split(x)):
             with scope(name):
                 p, _ = rnn.init(child_key(key, name), xs)
             if p:
@@ -239,7 +218,7 @@ class Bidirectional(Layer):
 
     def apply(self, params, state, x, *, key=None, train=False):
         outs = []
-        for (name, rnn), xs in zip(self.children(), self._split(x)):
+        for (name, rnn), xs in zip(self._directions(), self._split(x)):
             with scope(name):
                 y, _ = rnn.apply(params.get(name, {}), {}, xs, key=child_key(key, name))
             outs.append(y)

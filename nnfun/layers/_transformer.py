@@ -6,8 +6,9 @@ from typing import Any
 
 import jax
 
+from ..core._children import apply_child, init_child, split_inputs
 from ..core._combinators import Sequential
-from ..core._layer import Layer, apply_child, init_child, layer_error
+from ..core._layer import Layer, layer_error
 from ._attention import MultiHeadAttention
 from ._dense import Dense
 from ._dropout import Dropout
@@ -30,6 +31,9 @@ class TransformerBlock(Layer):
         causal: causal self-attention (a decoder block).
         rotary: a :class:`RotaryPositions` for queries and keys, or None.
         use_bias: biases in the projections.
+
+    The input may carry the padding extras ``mask`` or ``lengths`` and an
+    ``attention_mask`` (``{"inputs": x, "mask": m}``); they reach the attention.
 
     Shapes: ``(batch, time, d) -> (batch, time, d)``. Params: ``attention_norm``,
     ``attention``, ``mlp_norm``, ``mlp`` (``hidden``, ``out``).
@@ -83,20 +87,25 @@ class TransformerBlock(Layer):
             "mlp": self._mlp(width),
         }
 
+    extras = frozenset({"mask", "lengths", "attention_mask"})  # type: ignore[assignment]
+
     def init(self, key, x):
+        x, extras = split_inputs(self, x)
         if len(x.shape) != 3:
             raise layer_error(self, f"expected (batch, time, features), got shape {x.shape}")
         params = {}
         for name, layer in self._children(x.shape[-1]).items():
-            params[name], _, _ = init_child(name, layer, key, x)
+            params[name], _, _ = init_child(name, layer, key, x, extras)
         return params, {}
 
     def apply(self, params, state, x, *, key=None, train=False):
+        x, extras = split_inputs(self, x)
         layers = self._children(x.shape[-1])
         drop = Dropout(self.dropout)
 
         def run(name, h, layer_state=None):
-            return apply_child(name, layers[name], params[name], layer_state or {}, h, key, train)
+            layer, p = layers[name], params[name]
+            return apply_child(name, layer, p, layer_state or {}, h, key, train, extras)
 
         h, _ = run("attention_norm", x)
         h, attention_state = run("attention", h, state.get("attention"))

@@ -5,8 +5,11 @@ vocab)``: token embedding, positions, a :class:`nnfun.Stack` of pre-norm causal
 :class:`nnfun.TransformerBlock` s, a final LayerNorm, and the output projection
 tied to the embedding (``Embedding.attend``).
 
-Decoding passes a cache as ``state``: ``{"position": int32, "blocks": the blocks'
-KV caches}`` from :meth:`GPT.init_cache`; :func:`generate` does this for you.
+The input may be the ids or ``{"inputs": ids, "mask": m}`` (or ``"lengths"``):
+the padding reaches every block's attention. Decoding passes a cache as
+``state``: ``{"position": int32, "blocks": the blocks' KV caches}`` from
+:meth:`GPT.init_cache`; the position reaches the position encoding as the
+``offset`` extra. :func:`generate` does this for you.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from ..core._children import apply_child, extras_of, init_child, split_inputs
 from ..core._combinators import Sequential
-from ..core._layer import Layer, apply_child, init_child, layer_error
+from ..core._layer import Layer, layer_error
 from ..core._stack import Stack
 from ..layers._dropout import Dropout
 from ..layers._embedding import Embedding
@@ -90,7 +94,7 @@ class GPT(Layer):
                 f"GPT: num_heads={self.num_heads} does not divide d_model={self.d_model}; "
                 "pick a head count that divides the model width"
             )
-        self.children()  # validates the children's settings now
+        self._children()  # validates the children's settings now
 
     @property
     def block(self) -> TransformerBlock:
@@ -111,7 +115,7 @@ class GPT(Layer):
             return self.unroll
         return True if self.num_layers <= AUTO_UNROLL_MAX_LAYERS and not self.remat else 1
 
-    def children(self):
+    def _children(self):
         if self.stacked:
             blocks = Stack(self.num_layers, self.block, remat=self.remat, unroll=self.scan_unroll)
         else:
@@ -136,21 +140,27 @@ class GPT(Layer):
                 self, f"expected int token ids (batch, time), got {ids.dtype} {tuple(ids.shape)}"
             )
 
+    @property
+    def extras(self) -> frozenset[str]:
+        return extras_of(*(layer for _, layer in self._children()))
+
     def init(self, key, x):
+        x, extras = split_inputs(self, x)
         self._check(x)
         params = {}
-        for name, layer in self.children():
-            params[name], _, x = init_child(name, layer, key, x)
+        for name, layer in self._children():
+            params[name], _, x = init_child(name, layer, key, x, extras)
         return {k: v for k, v in params.items() if v}, {}
 
     def apply(self, params, state, x, *, key=None, train=False):
+        x, extras = split_inputs(self, x)
         self._check(x)
+        if state:  # decoding: the cache's position is the offset of these tokens
+            extras = {**extras, "offset": state["position"]}
         new_state = {}
-        for name, layer in self.children():
-            child_state = state.get(name, {})
-            if name == "positions":
-                x = {"inputs": x, "offset": state.get("position", 0)}
-            x, s = apply_child(name, layer, params.get(name, {}), child_state, x, key, train)
+        for name, layer in self._children():
+            p, s = params.get(name, {}), state.get(name, {})
+            x, s = apply_child(name, layer, p, s, x, key, train, extras)
             if s:
                 new_state[name] = s
         if state:
@@ -171,7 +181,7 @@ class GPT(Layer):
             (2, 3, 8, 2, 8)
         """
         max_length = self.max_length if max_length is None else max_length
-        blocks = dict(self.children())["blocks"]
+        blocks = dict(self._children())["blocks"]
         if self.stacked:
             caches = blocks.init_cache(params["blocks"], batch_size, max_length)
         else:
