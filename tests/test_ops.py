@@ -24,12 +24,6 @@ def _np_rms_norm(x, scale, eps):
     return x / np.sqrt((x**2).mean(-1, keepdims=True) + eps) * scale
 
 
-def _np_xent(logits, labels):
-    shifted = logits - logits.max(-1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
-    return -np.take_along_axis(log_probs, labels[..., None], -1)[..., 0]
-
-
 def _np_causal_attention(q, k, v):
     b, t, h, d = q.shape
     out = np.zeros_like(q)
@@ -74,32 +68,6 @@ def test_norms_keep_low_precision_dtype():
     assert ops.rms_norm(x, ones).dtype == jnp.bfloat16
     grad = jax.grad(lambda a: ops.layer_norm(a, ones, ones).astype(jnp.float32).sum())(x)
     assert grad.dtype == jnp.bfloat16
-
-
-@pytest.mark.parametrize("shape", [(7, 5), (2, 3, 5)])
-def test_softmax_cross_entropy_matches_numpy(shape):
-    logits = _normal(0, shape) * 3
-    labels = np.random.default_rng(1).integers(0, shape[-1], shape[:-1]).astype(np.int32)
-    loss = jax.jit(ops.softmax_cross_entropy)(logits, labels)
-    np.testing.assert_allclose(loss, _np_xent(logits, labels), atol=1e-5, rtol=1e-5)
-
-
-def test_softmax_cross_entropy_gradient():
-    labels = np.array([0, 4, 2], np.int32)
-    with jax.enable_x64(True):
-        logits = _normal(0, (3, 5), np.float64)
-        check_grads(lambda z: ops.softmax_cross_entropy(z, labels), (logits,), **GRAD)
-        # Closed form: d loss_i / d logits_i = softmax(logits_i) - one_hot(label_i).
-        grad = jax.grad(lambda z: ops.softmax_cross_entropy(z, labels).sum())(logits)
-        probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
-        np.testing.assert_allclose(grad, probs - np.eye(5)[labels], atol=1e-12)
-
-
-def test_softmax_cross_entropy_bad_labels():
-    with pytest.raises(TypeError, match="labels must be integers"):
-        ops.softmax_cross_entropy(jnp.zeros((2, 3)), jnp.zeros((2,)))
-    with pytest.raises(ValueError, match=r"expected labels of shape \(2,\)"):
-        ops.softmax_cross_entropy(jnp.zeros((2, 3)), jnp.zeros((3,), jnp.int32))
 
 
 def test_causal_attention_matches_numpy_and_jax():

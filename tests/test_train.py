@@ -1,4 +1,4 @@
-"""Losses, TrainState and the pure train/eval steps, against NumPy references."""
+"""TrainState and the pure train/eval steps, against NumPy references (losses: test_losses)."""
 
 import chex
 import jax
@@ -14,6 +14,7 @@ RNG = np.random.default_rng(0)
 
 
 def np_cross_entropy(logits, labels):
+    """The mean cross-entropy, from the formula."""
     shifted = logits - logits.max(axis=-1, keepdims=True)
     log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
     return -np.take_along_axis(log_probs, labels[..., None], axis=-1).mean()
@@ -22,32 +23,6 @@ def np_cross_entropy(logits, labels):
 def classification_batch(n=12, features=5, classes=4):
     x = RNG.normal(size=(n, features)).astype(np.float32)
     return {"x": x, "y": RNG.integers(0, classes, size=n).astype(np.int32)}
-
-
-@pytest.mark.parametrize("shape", [(6, 4), (2, 3, 5)])
-def test_softmax_cross_entropy_matches_numpy(shape):
-    logits = RNG.normal(size=shape).astype(np.float32) * 3
-    labels = RNG.integers(0, shape[-1], size=shape[:-1]).astype(np.int32)
-    got = nf.softmax_cross_entropy(jnp.asarray(logits), jnp.asarray(labels))
-    np.testing.assert_allclose(got, np_cross_entropy(logits, labels), rtol=1e-5)
-
-
-def test_mse_and_accuracy_match_numpy():
-    pred, target = RNG.normal(size=(7, 3)), RNG.normal(size=(7, 3))
-    np.testing.assert_allclose(nf.mse(pred, target), ((pred - target) ** 2).mean(), rtol=1e-5)
-    logits = RNG.normal(size=(50, 6)).astype(np.float32)
-    labels = RNG.integers(0, 6, size=50).astype(np.int32)
-    expected = (logits.argmax(-1) == labels).mean()
-    np.testing.assert_allclose(nf.accuracy(logits, labels), expected, rtol=1e-6)
-
-
-def test_loss_errors_name_the_fix():
-    with pytest.raises(ValueError, match=r"same leading shape.*\(4, 3\).*\(4, 3\)"):
-        nf.softmax_cross_entropy(jnp.zeros((4, 3)), jnp.zeros((4, 3), jnp.int32))
-    with pytest.raises(ValueError, match="integer class labels.*astype"):
-        nf.accuracy(jnp.zeros((4, 3)), jnp.zeros(4))
-    with pytest.raises(ValueError, match=r"same shape.*y\[:, None\]"):
-        nf.mse(jnp.zeros((4, 1)), jnp.zeros(4))
 
 
 def test_train_state_is_a_pytree(key):
@@ -168,3 +143,89 @@ def test_first_nonfinite_paths():
     assert first_nonfinite(tree) == "b/1"
     assert first_nonfinite({"n": jnp.arange(3), "k": jax.random.key(0)}) is None
     assert first_nonfinite({"x": np.array([np.inf], np.float32)}) == "x"
+
+
+def test_steps_take_the_mean_of_per_example_losses(key):
+    # A per-example loss (optax's own) gives the SGD step of its mean, in NumPy.
+    model, lr = nf.Dense(2), 0.1
+    ts = nf.TrainState.create(model, optax.sgd(lr), key, jnp.zeros((1, 3)))
+    batch = {"x": RNG.normal(size=(8, 3)).astype(np.float32)}
+    batch["y"] = RNG.normal(size=(8, 2)).astype(np.float32)
+    w, b = np.asarray(ts.params["kernel"]), np.asarray(ts.params["bias"])
+    residual = batch["x"] @ w + b - batch["y"]
+    per_example = {"abs": lambda o, y: jnp.abs(o - y).sum(-1)}
+    step = jax.jit(nf.train_step(model, optax.squared_error, optax.sgd(lr), per_example))
+    new, metrics = step(ts, batch)
+    np.testing.assert_allclose(metrics["loss"], (residual**2).mean(), rtol=1e-5)
+    np.testing.assert_allclose(metrics["abs"], np.abs(residual).sum(-1).mean(), rtol=1e-5)
+    scale = 2.0 / residual.size
+    np.testing.assert_allclose(
+        new.params["kernel"], w - lr * scale * batch["x"].T @ residual, rtol=1e-5, atol=1e-6
+    )
+    evaluated = jax.jit(nf.eval_step(model, optax.squared_error, per_example))(ts, batch)
+    np.testing.assert_allclose(evaluated["loss"], (residual**2).mean(), rtol=1e-5)
+
+
+def masked_mean_dense(params, x):
+    """A model of a dict input: the mean of each row's first ``lengths`` steps, then dense."""
+    steps = jnp.arange(x["inputs"].shape[1])[None, :] < x["lengths"][:, None]
+    total = jnp.sum(jnp.where(steps[..., None], x["inputs"], 0.0), axis=1)
+    return total / x["lengths"][:, None] @ params["w"] + params["b"][None, :]
+
+
+NESTED_MODEL = nf.FunctionLayer(
+    lambda key, x: {"w": jax.random.normal(key, (x["inputs"].shape[-1], 3)), "b": jnp.zeros(3)},
+    masked_mean_dense,
+)
+
+
+def nested_batch(n=6):
+    inputs = RNG.normal(size=(n, 5, 2)).astype(np.float32)
+    lengths = RNG.integers(1, 6, size=n).astype(np.int32)
+    labels = RNG.integers(0, 3, size=n).astype(np.int32)
+    return {"x": {"inputs": inputs, "lengths": lengths}, "y": labels}
+
+
+def np_masked_mean_logits(params, x):
+    steps = np.arange(x["inputs"].shape[1])[None, :] < x["lengths"][:, None]
+    means = (x["inputs"] * steps[..., None]).sum(1) / x["lengths"][:, None]
+    return means @ np.asarray(params["w"]) + np.asarray(params["b"])
+
+
+def test_eval_step_of_nested_inputs_equals_numpy(key):
+    batch = nested_batch()
+    ts = nf.TrainState.create(NESTED_MODEL, optax.sgd(0.1), key, batch["x"])
+    evaluate = jax.jit(nf.eval_step(NESTED_MODEL, nf.softmax_cross_entropy, {"acc": nf.accuracy}))
+    got = evaluate(ts, batch)
+    logits = np_masked_mean_logits(ts.params, batch["x"])
+    np.testing.assert_allclose(got["loss"], np_cross_entropy(logits, batch["y"]), rtol=1e-5)
+    np.testing.assert_allclose(got["acc"], (logits.argmax(-1) == batch["y"]).mean())
+
+
+def test_train_state_takes_an_int_seed(key):
+    from_seed = nf.TrainState.create(nf.Dense(3), optax.sgd(0.1), 0, jnp.zeros((1, 2)))
+    from_key = nf.TrainState.create(nf.Dense(3), optax.sgd(0.1), key, jnp.zeros((1, 2)))
+    chex.assert_trees_all_equal(from_seed, from_key)
+    numpy_seed = nf.TrainState.create(nf.Dense(3), optax.sgd(0.1), np.int64(0), jnp.zeros((1, 2)))
+    chex.assert_trees_all_equal(numpy_seed, from_key)
+
+
+@pytest.mark.parametrize("bad", ["0", 0.5, True, jnp.zeros(2, jnp.float32)])
+def test_train_state_refuses_other_keys(bad):
+    with pytest.raises(TypeError, match=r"key must be a PRNG key.*Fix: pass jax\.random\.key"):
+        nf.TrainState.create(nf.Dense(3), optax.sgd(0.1), bad, jnp.zeros((1, 2)))
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "match"),
+    [
+        (optax.adam, r"got the function 'adam'.*call the factory.*optax\.adam\(1e-3\)"),
+        (0.01, r"got the number 0\.01\. Fix: pass optax\.adam\(0\.01\)"),
+        ("adam", r"got str"),
+    ],
+)
+def test_optimizer_factories_and_numbers_are_refused(optimizer, match, key):
+    with pytest.raises(TypeError, match=f"TrainState.create: optimizer must be.*{match}"):
+        nf.TrainState.create(nf.Dense(3), optimizer, key, jnp.zeros((1, 2)))
+    with pytest.raises(TypeError, match=f"train_step: optimizer must be.*{match}"):
+        nf.train_step(nf.Dense(3), nf.mse, optimizer)

@@ -5,6 +5,5 @@ Each op is a formulation chosen by measurement (``benchmarks/gpt_variants.py``,
 """
 
 from ._attention import causal_attention as causal_attention
-from ._loss import softmax_cross_entropy as softmax_cross_entropy
 from ._norm import layer_norm as layer_norm
 from ._norm import rms_norm as rms_norm

@@ -1,7 +1,10 @@
 """Training: a ``TrainState`` pytree, pure train/eval steps, losses, and ``fit``.
 
-The ``loss_fn`` and every metric are ``fn(outputs, targets) -> scalar`` and a
-batch is ``{"x": inputs, "y": targets}``.
+A batch is ``{"x": inputs, "y": targets}``, either any pytree of arrays. The
+``loss_fn`` and every metric are ``fn(outputs, targets)`` returning per-example
+values (the built-in losses and ``accuracy``, as in Optax) or a scalar; the
+steps and ``fit`` take the mean. This package owns the losses and metrics;
+``nnfun`` re-exports them.
 """
 
 from ._fit import fit as fit

@@ -12,16 +12,26 @@ import optax
 
 from ..core._layer import Layer
 from ._guard import diagnose
+from ._labels import check_labels, classifies
 from ._loop import (
     Checkpoints,
     Progress,
-    check_eval_data,
+    eval_batches,
     evaluate_all,
     make_batches,
     placer,
     stack,
 )
-from ._step import LossFn, Metrics, TrainState, eval_step, scan_steps, train_step
+from ._step import (
+    LossFn,
+    Metrics,
+    TrainState,
+    check_batch,
+    check_optimizer,
+    eval_step,
+    scan_steps,
+    train_step,
+)
 
 
 def _check_positive(name: str, value: Any, allow_none: bool = False) -> None:
@@ -29,6 +39,26 @@ def _check_positive(name: str, value: Any, allow_none: bool = False) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
         raise ValueError(f"fit: {name} must be a positive int, got {value!r}")
+
+
+def _check_seed(seed: Any) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        dtype = getattr(seed, "dtype", None)
+        got = f"an array of dtype {dtype}" if dtype is not None else repr(seed)
+        raise TypeError(
+            f"fit: seed must be a non-negative int, got {got}. It seeds the parameters, "
+            "dropout and the batch order; to start from a given key, pass "
+            "train_state=nf.TrainState.create(model, optimizer, key, x)."
+        )
+
+
+def _labels(train_data: Any, first: Any, eval_data: Any) -> dict[str, Any]:
+    """The labels ``fit`` checks: all of a dict's, else the first batch's."""
+    labels = {"train_data['y']": train_data["y"]} if isinstance(train_data, Mapping) else {}
+    labels = labels or {"the first batch's 'y'": first["y"]}
+    if eval_data is not None:
+        labels["eval_data['y']"] = eval_data["y"]
+    return labels
 
 
 def _boundaries(steps: int, every: tuple[int | None, ...]) -> list[int]:
@@ -95,8 +125,10 @@ def fit(
 ) -> tuple[TrainState, dict[str, dict[str, np.ndarray]]]:
     """Trains ``model`` for ``steps`` optimizer steps and returns ``(train_state, history)``.
 
-    Batches are ``{"x": inputs, "y": targets}``; the loss and metrics are
-    ``fn(outputs, targets) -> scalar`` (see :func:`train_step`). Step ``s`` uses
+    Batches are ``{"x": inputs, "y": targets}``, where either may be any pytree
+    of arrays (``{"x": {"inputs": X, "lengths": L}, "y": Y}``); the loss and
+    metrics are ``fn(outputs, targets)``, per-example or scalar, and their means
+    are reported (see :func:`train_step`). Step ``s`` uses
     batch ``s`` of ``Batches.iterate`` and the dropout key ``fold_in(key, s)``,
     so a run is a pure function of its seed, and a resumed run ends bitwise equal
     to an uninterrupted one.
@@ -118,23 +150,33 @@ def fit(
     losses already fetched for the progress bar (one call late, see above). On a
     non-finite loss it replays the failing call from the state before it, raises
     ``FloatingPointError`` naming the step and the first non-finite leaf of the
-    params or gradients, and leaves the last checkpoint (always finite) in place.
+    params or gradients (or labels outside the model's classes, which give NaN),
+    and leaves the last checkpoint (always finite) in place.
+
+    Before the first step, when ``loss_fn`` or a metric is
+    :func:`softmax_cross_entropy` or :func:`accuracy`, integer labels are checked
+    against the width of the model's output (``jax.eval_shape``, no FLOPs): all
+    of ``train_data["y"]`` when it is a dict (else the first batch's) and all of
+    ``eval_data["y"]``.
 
     Args:
         model: the layer to train.
-        loss_fn: ``loss_fn(outputs, targets) -> scalar``.
-        optimizer: an optax gradient transformation.
-        train_data: a dict ``{"x": array (N, ...), "y": array (N, ...)}`` (batched
-            with ``nnfun.data.Batches(train_data, batch_size, seed=seed)``), or any
-            object with ``iterate(start)`` and ``len()`` such as a ``Batches``.
+        loss_fn: ``loss_fn(outputs, targets)``, per-example values or a scalar.
+        optimizer: an optax gradient transformation, called: ``optax.adam(1e-3)``.
+        train_data: a dict ``{"x": inputs, "y": targets}`` whose values are arrays
+            or pytrees of arrays with N examples on the leading axis of every leaf
+            (batched with ``nnfun.data.Batches(train_data, batch_size, seed=seed)``),
+            or any object with ``iterate(start)`` and ``len()`` such as a ``Batches``.
         steps: total optimizer steps (counted from 0, including resumed ones).
         batch_size: examples per batch; required when ``train_data`` is a dict.
-        seed: seeds the parameters, dropout and the batch order.
+        seed: a non-negative int; seeds the parameters (``jax.random.key(seed)``),
+            dropout and the batch order.
         train_state: start from this state instead of ``TrainState.create``.
-        metrics: ``{name: fn(outputs, targets)}`` reported with the loss.
-        eval_data: one dict ``{"x": inputs, "y": targets}`` of arrays, checked
-            before the first step and evaluated (``train=False``) every
-            ``eval_every`` steps and at the end.
+        metrics: ``{name: fn(outputs, targets)}``; their means are reported with
+            the loss.
+        eval_data: one dict ``{"x": inputs, "y": targets}`` of arrays or pytrees
+            of arrays, checked before the first step and evaluated
+            (``train=False``) every ``eval_every`` steps and at the end.
         eval_every: steps between evaluations; default one epoch.
         eval_batch_size: examples per evaluation call (metrics are example-weighted).
         steps_per_call: K optimizer steps per compiled call.
@@ -154,7 +196,12 @@ def fit(
         starts at the resumed step.
 
     Raises:
-        ValueError: bad intervals or counts, a dict without ``batch_size``.
+        ValueError: bad intervals or counts, a dict without ``batch_size``, leaves
+            of different lengths (named by path, e.g. ``x/lengths``), labels out
+            of range (see above).
+        TypeError: an optimizer factory not called (``optax.adam`` for
+            ``optax.adam(1e-3)``), a number as optimizer, a seed that is no int,
+            data that is not a dict of arrays.
         FloatingPointError: the guard found a non-finite loss.
 
     Example:
@@ -170,15 +217,23 @@ def fit(
     _check_positive("eval_every", eval_every, allow_none=True)
     _check_positive("checkpoint_every", checkpoint_every, allow_none=True)
     _check_positive("eval_batch_size", eval_batch_size)
+    _check_seed(seed)
+    check_optimizer("fit", optimizer)
     batches = make_batches(train_data, batch_size, seed)
+    evals = None
     if eval_data is not None:
-        check_eval_data(eval_data)
+        evals = eval_batches(eval_data, eval_batch_size)
         if eval_every is None:
             eval_every = len(batches)
 
-    if train_state is None:
+    check_labels_first = classifies(loss_fn, metrics)
+    if train_state is None or check_labels_first:
         first = next(batches.iterate(0))
+        check_batch(first)
+    if train_state is None:
         train_state = TrainState.create(model, optimizer, jax.random.key(seed), first["x"])
+    if check_labels_first:
+        check_labels(model, train_state, first["x"], _labels(train_data, first, eval_data))
     checkpoints = Checkpoints(checkpoint_dir, keep) if checkpoint_dir is not None else None
     if checkpoints is not None:
         train_state = checkpoints.resume(train_state)
@@ -219,7 +274,7 @@ def fit(
             record(*pending)
             pending = None
             if eval_data is not None and (end % eval_every == 0 or end == steps):
-                result = evaluate_all(evaluate, train_state, eval_data, eval_batch_size, to_device)
+                result = evaluate_all(evaluate, train_state, evals, to_device)
                 history["eval"].append({"step": np.array([end]), **result})
                 bar.show_eval(result)
             if checkpoints is not None and (

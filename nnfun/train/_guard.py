@@ -3,7 +3,9 @@
 The hot loop only looks at the loss it already fetched for the progress bar.
 When that loss is not finite, this module replays the failing chunk from the
 state before it (steps are deterministic functions of the state and the batch)
-and reports the first non-finite leaf of the parameters or of the gradients.
+and reports the first non-finite leaf of the parameters or of the gradients,
+or, first of all, integer labels outside the classes of the model's output
+(``softmax_cross_entropy`` and ``accuracy`` give NaN for them under ``jit``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._labels import label_problem, output_spec
 from ._step import LossFn, TrainState, step_key
 
 
@@ -57,7 +60,7 @@ def _gradients(model, loss_fn: LossFn) -> Callable:
 
         def objective(params):
             outputs, _ = model.apply(params, ts.state, batch["x"], key=key, train=True)
-            return loss_fn(outputs, batch["y"])
+            return jnp.mean(loss_fn(outputs, batch["y"]))
 
         return jax.grad(objective)(ts.params)
 
@@ -85,24 +88,32 @@ def diagnose(
         loss: that loss value.
 
     Returns:
-        A ``FloatingPointError`` naming the step and the first non-finite leaf.
+        A ``FloatingPointError`` naming the step and the labels out of range or
+        the first non-finite leaf.
     """
     ts = before
     for batch in batches[:bad]:
         ts, _ = step_fn(ts, batch)
     step = int(ts.step)
     where = first_nonfinite(ts.params)
-    if where is not None:
+    labels = label_problem(output_spec(model, ts, batches[bad]["x"]), batches[bad]["y"])
+    if labels is not None:
+        culprit = f"this batch's {labels}"
+    elif where is not None:
         culprit = f"the first non-finite leaf is params/{where} (before this step's update)"
     else:
         where = first_nonfinite(_gradients(model, loss_fn)(ts, batches[bad]))
         if where is not None:
             culprit = f"the first non-finite leaf is grads/{where}"
         else:
-            culprit = "params and gradients are finite, so check this batch's inputs and targets"
+            culprit = (
+                "params and gradients are finite, so check this batch's inputs and targets "
+                "(class labels outside [0, classes) give NaN)"
+            )
     return FloatingPointError(
         f"fit: non-finite loss ({loss}) at step {step}; {culprit}. Training stopped; the "
         "last checkpoint written (if any) holds finite values. Fix: lower the learning "
-        "rate, clip gradients (optax.clip_by_global_norm) or clean the data, then rerun; "
-        "pass nan_guard=False to disable this check."
+        "rate, clip gradients (optax.clip_by_global_norm), clean the data or check that "
+        "class labels lie in [0, classes), then rerun; pass nan_guard=False to disable "
+        "this check."
     )

@@ -20,8 +20,8 @@ def make_batches(train_data: Any, batch_size: int | None, seed: int) -> Any:
         return train_data
     if not isinstance(train_data, Mapping):
         raise TypeError(
-            "fit: train_data must be a dict {'x': ..., 'y': ...} of arrays or a "
-            f"nnfun.data.Batches, got {type(train_data).__name__}"
+            "fit: train_data must be a dict {'x': ..., 'y': ...} of arrays (or of pytrees "
+            f"of arrays) or a nnfun.data.Batches, got {type(train_data).__name__}"
         )
     if batch_size is None:
         raise ValueError("fit: batch_size is required when train_data is a dict of arrays")
@@ -30,22 +30,26 @@ def make_batches(train_data: Any, batch_size: int | None, seed: int) -> Any:
     return Batches(train_data, batch_size, seed=seed)
 
 
-def check_eval_data(eval_data: Any) -> None:
-    """Fails before training, not at the first evaluation, on an unusable ``eval_data``."""
+def eval_batches(eval_data: Any, batch_size: int) -> Any:
+    """``eval_data`` as a ``Batches`` in data order, the last batch shorter.
+
+    Called before training, so an unusable ``eval_data`` fails then, not at the
+    first evaluation.
+    """
     if not isinstance(eval_data, Mapping) or "x" not in eval_data or "y" not in eval_data:
         got = sorted(eval_data) if isinstance(eval_data, Mapping) else type(eval_data).__name__
         raise TypeError(
-            f"fit: eval_data must be one dict {{'x': inputs, 'y': targets}} of arrays, got "
-            f"{got}. Fix: eval_data={{'x': x_val, 'y': y_val}} (one evaluation set)."
+            f"fit: eval_data must be one dict {{'x': inputs, 'y': targets}} of arrays (or of "
+            f"pytrees of arrays), got {got}. Fix: eval_data={{'x': x_val, 'y': y_val}} (one "
+            "evaluation set)."
         )
-    leaves = jax.tree_util.tree_leaves_with_path(eval_data)
-    lengths = {np.shape(leaf)[0] if np.ndim(leaf) else None for _, leaf in leaves}
-    if len(lengths) != 1 or None in lengths:
-        shapes = {jax.tree_util.keystr(path): np.shape(leaf) for path, leaf in leaves}
-        raise ValueError(
-            "fit: eval_data needs arrays with one leading example axis of equal length, "
-            f"got shapes {shapes}"
-        )
+    from ..data import Batches
+
+    try:
+        return Batches(eval_data, batch_size, shuffle=False, drop_remainder=False)
+    except ValueError as error:
+        error.add_note("(in fit's eval_data)")
+        raise
 
 
 def stack(batches: list[dict]) -> dict:
@@ -83,22 +87,16 @@ def placer(mesh: Any, train_state: TrainState) -> tuple[Callable[..., Any], Trai
     return to_device_sharded, place_state(train_state, mesh)
 
 
-def _num_examples(data: Mapping[str, Any]) -> int:
-    return len(jax.tree.leaves(data)[0])
-
-
 def evaluate_all(
-    evaluate: Callable, train_state: TrainState, data: Mapping, batch_size: int, to_device
+    evaluate: Callable, train_state: TrainState, batches: Any, to_device
 ) -> dict[str, float]:
-    """Example-weighted means of ``evaluate`` over ``data`` in chunks of ``batch_size``."""
-    total = _num_examples(data)
+    """Example-weighted means of ``evaluate`` over one epoch of ``eval_batches``'s batches."""
     sums: dict[str, float] = {}
-    for begin in range(0, total, batch_size):
-        chunk = jax.tree.map(lambda a, b=begin: np.asarray(a)[b : b + batch_size], data)
-        size = min(batch_size, total - begin)
+    for chunk in batches.epoch(0):
+        size = len(jax.tree.leaves(chunk)[0])
         for name, value in jax.device_get(evaluate(train_state, to_device(chunk))).items():
             sums[name] = sums.get(name, 0.0) + float(value) * size
-    return {name: value / total for name, value in sums.items()}
+    return {name: value / batches.num_examples for name, value in sums.items()}
 
 
 class Progress:

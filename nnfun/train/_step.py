@@ -1,8 +1,10 @@
 """The train state and pure step functions that plain ``jax.jit`` compiles.
 
-A batch is a dict ``{"x": inputs, "y": targets}`` (either may be a pytree). The
+A batch is a dict ``{"x": inputs, "y": targets}``; either may be any pytree of
+arrays (``{"inputs": ..., "lengths": ...}``, a ``(source, target)`` pair). The
 model is applied to ``batch["x"]``; the loss and every metric are called as
-``fn(outputs, batch["y"]) -> scalar``.
+``fn(outputs, batch["y"])`` and the steps take the mean of what they return
+(per-example values, as the built-ins give, or a scalar).
 """
 
 from __future__ import annotations
@@ -13,12 +15,34 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from ..core._layer import Layer
 
 LossFn = Callable[[Any, Any], jax.Array]
 Metrics = Mapping[str, LossFn]
+KeyLike = jax.Array | int
+
+
+def check_optimizer(where: str, optimizer: Any) -> None:
+    """Raises a ``TypeError`` with the fix unless ``optimizer`` has optax's ``init``/``update``."""
+    if callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None)):
+        return
+    if callable(optimizer):
+        name = getattr(optimizer, "__name__", type(optimizer).__name__)
+        module = getattr(optimizer, "__module__", "") or ""
+        call = f"optax.{name}(1e-3)" if module.startswith("optax") else "optax.adam(1e-3)"
+        got = f"the function {name!r}, not an optimizer (a factory?)"
+        fix = f"call the factory with its settings, e.g. {call}"
+    elif isinstance(optimizer, int | float) and not isinstance(optimizer, bool):
+        got, fix = f"the number {optimizer!r}", f"pass optax.adam({optimizer!r})"
+    else:
+        got, fix = type(optimizer).__name__, "pass e.g. optax.adam(1e-3)"
+    raise TypeError(
+        f"{where}: optimizer must be an optax.GradientTransformation (with init and update), "
+        f"got {got}. Fix: {fix}."
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,15 +79,30 @@ class TrainState:
         cls,
         model: Layer,
         optimizer: optax.GradientTransformation,
-        key: jax.Array,
+        key: KeyLike,
         x: Any,
     ) -> TrainState:
         """Initialises the model on ``x`` (a spec or an example batch of inputs) and the optimizer.
 
-        ``key`` (typed, or raw data of the default PRNG implementation) is split in
-        two: one half initialises the parameters, the other becomes the run's base
-        key for dropout and other training randomness.
+        Args:
+            model: the layer to train.
+            optimizer: an optax gradient transformation, e.g. ``optax.adam(1e-3)``
+                (called: the factory ``optax.adam`` itself raises a ``TypeError``).
+            key: a typed key (``jax.random.key(0)``), raw key data of the default
+                PRNG implementation, or an int seed (taken as ``jax.random.key(seed)``).
+                It is split in two: one half initialises the parameters, the other
+                becomes the run's base key for dropout and other training randomness.
+            x: the model's input: a ``jax.ShapeDtypeStruct``, an example batch, or
+                a pytree of either (``{"inputs": ..., "lengths": ...}``).
+
+        Returns:
+            The state at step 0.
+
+        Raises:
+            TypeError: an optimizer factory, a number or another non-optimizer, or
+                a key that is neither a key, key data nor an int.
         """
+        check_optimizer("TrainState.create", optimizer)
         init_key, run_key = jax.random.split(as_typed_key(key))
         params, state = model.init(init_key, x)
         opt_state = optimizer.init(params)
@@ -82,11 +121,20 @@ jax.tree_util.register_dataclass(
 )
 
 
-def as_typed_key(key: jax.Array) -> jax.Array:
-    """A typed PRNG key from a typed key or from raw key data (default implementation)."""
-    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+def as_typed_key(key: KeyLike) -> jax.Array:
+    """A typed PRNG key from a typed key, raw key data (default implementation) or an int seed."""
+    if isinstance(key, int | np.integer) and not isinstance(key, bool):
+        return jax.random.key(int(key))
+    dtype = getattr(key, "dtype", None)
+    if dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key):
         return key
-    return jax.random.wrap_key_data(key)
+    if dtype == jnp.uint32 and jnp.ndim(key) >= 1:
+        return jax.random.wrap_key_data(key)
+    got = f"{type(key).__name__} of dtype {dtype}" if dtype is not None else repr(key)
+    raise TypeError(
+        f"key must be a PRNG key, raw uint32 key data or an int seed, got {got}. "
+        "Fix: pass jax.random.key(seed), or the int seed itself."
+    )
 
 
 def step_key(ts: TrainState) -> jax.Array:
@@ -94,7 +142,8 @@ def step_key(ts: TrainState) -> jax.Array:
     return jax.random.fold_in(jax.random.wrap_key_data(ts.key), ts.step)
 
 
-def _check_batch(batch: Any) -> None:
+def check_batch(batch: Any) -> None:
+    """Raises a ``TypeError`` unless ``batch`` is a dict with ``"x"`` and ``"y"``."""
     if not isinstance(batch, Mapping) or "x" not in batch or "y" not in batch:
         got = sorted(batch) if isinstance(batch, Mapping) else type(batch).__name__
         raise TypeError(
@@ -118,7 +167,7 @@ def _check_fns(loss_fn: Any, metrics: Metrics | None) -> dict[str, LossFn]:
 def _measure(loss, outputs, targets, metrics: dict[str, LossFn]) -> dict[str, jax.Array]:
     values = {"loss": loss}
     for name, fn in metrics.items():
-        values[name] = fn(outputs, targets)
+        values[name] = jnp.mean(fn(outputs, targets))
     return values
 
 
@@ -134,16 +183,25 @@ def train_step(
     ``jax.jit(step, donate_argnums=0)`` compiles it as it is, and
     ``jax.lax.scan`` runs it over stacked batches (see :func:`scan_steps`).
 
+    The step minimises the mean of ``loss_fn(outputs, targets)``: per-example
+    losses (the built-ins) and a scalar loss give the same objective.
+
     Args:
-        model: the layer to train; applied with ``train=True``.
-        loss_fn: ``loss_fn(outputs, targets) -> scalar``, e.g.
-            :func:`softmax_cross_entropy` or :func:`mse`.
-        optimizer: any optax gradient transformation.
-        metrics: optional ``{name: fn(outputs, targets) -> scalar}`` reported
+        model: the layer to train; applied with ``train=True`` to ``batch["x"]``.
+        loss_fn: ``loss_fn(outputs, targets)`` returning per-example losses or a
+            scalar, e.g. :func:`softmax_cross_entropy` or :func:`mse`.
+        optimizer: any optax gradient transformation (``optax.adam(1e-3)``, called).
+        metrics: optional ``{name: fn(outputs, targets)}`` whose means are reported
             alongside ``"loss"`` (measured on the pre-update parameters).
 
     Returns:
-        ``step``; its metrics are a dict of float scalars, always with ``"loss"``.
+        ``step(train_state, batch)``; ``batch`` is ``{"x": inputs, "y": targets}``
+        with any pytrees of arrays; its metrics are a dict of float scalars (batch
+        means), always with ``"loss"``.
+
+    Raises:
+        TypeError: a loss, metric or optimizer of the wrong kind (an optimizer
+            factory such as ``optax.adam`` that was not called).
 
     Example:
         >>> import jax, jax.numpy as jnp, optax, nnfun as nf
@@ -156,14 +214,15 @@ def train_step(
         (1, ['loss'])
     """
     metrics = _check_fns(loss_fn, metrics)
+    check_optimizer("train_step", optimizer)
 
     def step(ts: TrainState, batch: Any) -> tuple[TrainState, dict[str, jax.Array]]:
-        _check_batch(batch)
+        check_batch(batch)
         key = step_key(ts)
 
         def objective(params):
             outputs, state = model.apply(params, ts.state, batch["x"], key=key, train=True)
-            return loss_fn(outputs, batch["y"]), (outputs, state)
+            return jnp.mean(loss_fn(outputs, batch["y"])), (outputs, state)
 
         (loss, (outputs, state)), grads = jax.value_and_grad(objective, has_aux=True)(ts.params)
         updates, opt_state = optimizer.update(grads, ts.opt_state, ts.params)
@@ -181,11 +240,12 @@ def eval_step(
 
     Args:
         model: the layer to evaluate.
-        loss_fn: ``loss_fn(outputs, targets) -> scalar``.
-        metrics: optional ``{name: fn(outputs, targets) -> scalar}``.
+        loss_fn: ``loss_fn(outputs, targets)``, per-example values or a scalar.
+        metrics: optional ``{name: fn(outputs, targets)}``, likewise.
 
     Returns:
-        ``evaluate``; its result is a dict of batch-mean float scalars with ``"loss"``.
+        ``evaluate(train_state, batch)``; its result is a dict of float scalars, the
+        batch means of the loss (``"loss"``) and of each metric.
 
     Example:
         >>> import jax, jax.numpy as jnp, optax, nnfun as nf
@@ -199,9 +259,10 @@ def eval_step(
     metrics = _check_fns(loss_fn, metrics)
 
     def evaluate(ts: TrainState, batch: Any) -> dict[str, jax.Array]:
-        _check_batch(batch)
+        check_batch(batch)
         outputs, _ = model.apply(ts.params, ts.state, batch["x"], train=False)
-        return _measure(loss_fn(outputs, batch["y"]), outputs, batch["y"], metrics)
+        loss = jnp.mean(loss_fn(outputs, batch["y"]))
+        return _measure(loss, outputs, batch["y"], metrics)
 
     return evaluate
 

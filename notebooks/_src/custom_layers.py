@@ -216,7 +216,7 @@ print({path: label for path, label in nf.flatten_params(lora_labels(lora_params)
 
 def test_accuracy(model, params, split):
     logits, _ = jax.jit(model.apply)(params, {}, split["x"])
-    return float(accuracy(logits, split["y"]))
+    return float(accuracy(logits, split["y"]).mean())
 
 
 same = test_accuracy(lora_mlp, lora_params, test) == test_accuracy(mlp, pretrained.params, test)

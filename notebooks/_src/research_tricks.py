@@ -82,9 +82,9 @@ def member_logits(params, state, x):
 
 
 logits = member_logits(ensemble.params, ensemble.state, test["x"])
-member_accuracy = np.array([accuracy(member, test["y"]) for member in logits])
+member_accuracy = np.array([accuracy(member, test["y"]).mean() for member in logits])
 ensemble_probs = jax.nn.softmax(logits, axis=-1).mean(axis=0)
-ensemble_accuracy = float(accuracy(ensemble_probs, test["y"]))
+ensemble_accuracy = float(accuracy(ensemble_probs, test["y"]).mean())
 print("members:", np.round(member_accuracy, 3))
 print(f"ensemble: {ensemble_accuracy:.3f} (best member {member_accuracy.max():.3f})")
 
@@ -130,7 +130,7 @@ state0 = jax.tree.map(lambda leaf: leaf[0], ensemble.state)
 
 def example_loss(params, x, y):
     logits, _ = model.apply(params, state0, x[None, :])
-    return softmax_cross_entropy(logits, y[None])
+    return softmax_cross_entropy(logits, y[None])[0]  # the one example's loss
 
 
 per_example = jax.jit(jax.vmap(jax.grad(example_loss), in_axes=(None, 0, 0)))
@@ -151,7 +151,8 @@ print(f"vmap vs loop, largest difference: {gap:.2e}")
 
 # %%
 batch_grad = jax.grad(
-    lambda p: softmax_cross_entropy(model.apply(p, state0, test["x"][:256])[0], test["y"][:256])
+    lambda p: softmax_cross_entropy(model.apply(p, state0, test["x"][:256])[0],
+                                    test["y"][:256]).mean()
 )(params0)
 mean_gap = max(jax.tree.leaves(jax.tree.map(
     lambda g, b: float(jnp.max(jnp.abs(g.mean(axis=0) - b))), grads, batch_grad)))
@@ -190,7 +191,7 @@ with jax.enable_x64(True):
     @jax.jit
     def loss(flat_params):
         logits, _ = small.apply(unravel(flat_params), {}, x64)
-        return softmax_cross_entropy(logits, y64)
+        return softmax_cross_entropy(logits, y64).mean()
 
     v = jax.random.normal(jax.random.key(1), flat.shape, jnp.float64)
     _, directional = jax.jit(lambda p, t: jax.jvp(loss, (p,), (t,)))(flat, v)
