@@ -9,6 +9,13 @@ when a loader is called: ``pip install "nnfun[data]"``.
 from ._batches import Batches as Batches
 from ._datasets import digits as digits
 from ._datasets import mnist1d as mnist1d
+from ._graphs import Graph as Graph
+from ._graphs import batch_graphs as batch_graphs
+from ._graphs import budget as budget
+from ._graphs import edge_mask as edge_mask
+from ._graphs import graph_mask as graph_mask
+from ._graphs import node_graph_ids as node_graph_ids
+from ._graphs import node_mask as node_mask
 from ._text import CharTokenizer as CharTokenizer
 from ._text import char_splits as char_splits
 from ._text import pydoc_text as pydoc_text
