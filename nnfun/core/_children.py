@@ -77,7 +77,7 @@ def extras_of(*layers: Layer) -> frozenset[str]:
 def output_spec(layer: Layer, params: Params, state: State, x: Any) -> Any:
     """The output spec of ``layer`` on ``x``, found by ``jax.eval_shape`` (no FLOPs)."""
 
-    def run(p, s, xs):
+    def run(p: Params, s: State, xs: Any) -> Any:
         return checked_output(layer, layer.apply(p, s, xs, key=jax.random.key(0), train=False))[0]
 
     return jax.eval_shape(run, spec_of(params), spec_of(state), spec_of(x))

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from ._children import apply_child, extras_of, init_child, split_inputs
-from ._layer import Layer, layer_error
+from ._layer import Layer, Params, State, layer_error
 
 # Functions of ``jax.nn`` that map one array to one array, usable as layers by
 # name. Most keep the shape; ``glu`` halves the last axis.
@@ -87,7 +87,7 @@ def _is_empty(tree: Any) -> bool:
     return isinstance(tree, dict) and not tree
 
 
-def _nonempty(tree: dict) -> dict:
+def _nonempty(tree: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in tree.items() if not _is_empty(v)}
 
 
@@ -96,14 +96,14 @@ class _Container(Layer):
 
     layers: Any
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         object.__setattr__(self, "layers", named_layers(self.layers))
 
     @property
     def extras(self) -> frozenset[str]:
         return extras_of(*(layer for _, layer in self.layers))
 
-    def _check_names(self, params, state):
+    def _check_names(self, params: Params, state: State) -> None:
         names = {name for name, _ in self.layers}
         for what, tree in (("params", params), ("state", state)):
             unknown = sorted(k for k in tree if k not in names and not _is_empty(tree[k]))
@@ -114,14 +114,26 @@ class _Container(Layer):
                     f"{sorted(names)}. Fix: use the {what} this model's init made.",
                 )
 
-    def _init_each(self, key, inputs, extras=None):
-        params, state, outs = {}, {}, []
+    def _init_each(
+        self, key: jax.Array, inputs: Sequence[Any], extras: dict[str, Any] | None = None
+    ) -> tuple[Params, State, list[Any]]:
+        params: Params = {}
+        state: State = {}
+        outs = []
         for (name, layer), x in zip(self.layers, inputs, strict=True):
             params[name], state[name], out = init_child(name, layer, key, x, extras)
             outs.append(out)
         return _nonempty(params), _nonempty(state), outs
 
-    def _apply_each(self, params, state, inputs, key, train, extras=None):
+    def _apply_each(
+        self,
+        params: Params,
+        state: State,
+        inputs: Sequence[Any],
+        key: jax.Array | None,
+        train: bool,
+        extras: dict[str, Any] | None = None,
+    ) -> tuple[list[Any], State]:
         self._check_names(params, state)
         ys, new_state = [], dict(state)
         for (name, layer), x in zip(self.layers, inputs, strict=True):
@@ -154,14 +166,23 @@ class Sequential(_Container):
         (5, 2)
     """
 
-    def init(self, key, x):
+    def init(self, key: jax.Array, x: Any) -> tuple[Params, State]:
         x, extras = split_inputs(self, x)
-        params, state = {}, {}
+        params: Params = {}
+        state: State = {}
         for name, layer in self.layers:
             params[name], state[name], x = init_child(name, layer, key, x, extras)
         return _nonempty(params), _nonempty(state)
 
-    def apply(self, params, state, x, *, key=None, train=False):
+    def apply(
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        key: jax.Array | None = None,
+        train: bool = False,
+    ) -> tuple[Any, State]:
         x, extras = split_inputs(self, x)
         self._check_names(params, state)
         new_state = dict(state)
@@ -189,7 +210,7 @@ class Parallel(_Container):
     def extras(self) -> frozenset[str]:
         return frozenset()  # its input is a tuple, one element per child
 
-    def _check(self, x):
+    def _check(self, x: Any) -> None:
         if not isinstance(x, (tuple, list)) or len(x) != len(self.layers):
             got = (
                 f"{type(x).__name__} of length {len(x)}"
@@ -198,12 +219,20 @@ class Parallel(_Container):
             )
             raise layer_error(self, f"expected a tuple of {len(self.layers)} inputs, got {got}")
 
-    def init(self, key, x):
+    def init(self, key: jax.Array, x: Any) -> tuple[Params, State]:
         self._check(x)
         params, state, _ = self._init_each(key, x)
         return params, state
 
-    def apply(self, params, state, x, *, key=None, train=False):
+    def apply(
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        key: jax.Array | None = None,
+        train: bool = False,
+    ) -> tuple[Any, State]:
         self._check(x)
         ys, new_state = self._apply_each(params, state, x, key, train)
         return tuple(ys), new_state
@@ -229,12 +258,12 @@ class Branch(_Container):
 
     merge: str = "concat"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         super().__post_init__()
         if self.merge not in MERGES:
             raise ValueError(f"Branch merge must be one of {MERGES}, got {self.merge!r}")
 
-    def _merge(self, ys):
+    def _merge(self, ys: Sequence[Any]) -> Any:
         if self.merge == "tuple":
             return tuple(ys)
         shapes = [jnp.shape(y) for y in ys]
@@ -248,13 +277,21 @@ class Branch(_Container):
             )
         return jnp.concatenate(ys, axis=-1)
 
-    def init(self, key, x):
+    def init(self, key: jax.Array, x: Any) -> tuple[Params, State]:
         x, extras = split_inputs(self, x)
         params, state, outs = self._init_each(key, [x] * len(self.layers), extras)
         jax.eval_shape(self._merge, outs)  # raises the merge error at init
         return params, state
 
-    def apply(self, params, state, x, *, key=None, train=False):
+    def apply(
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        key: jax.Array | None = None,
+        train: bool = False,
+    ) -> tuple[Any, State]:
         x, extras = split_inputs(self, x)
         inputs = [x] * len(self.layers)
         ys, new_state = self._apply_each(params, state, inputs, key, train, extras)
@@ -274,14 +311,14 @@ class Residual(Layer):
 
     layer: Any
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         object.__setattr__(self, "layer", as_layer(self.layer))
 
     @property
     def extras(self) -> frozenset[str]:
         return self.layer.extras
 
-    def init(self, key, x):
+    def init(self, key: jax.Array, x: Any) -> tuple[Params, State]:
         x, extras = split_inputs(self, x)
         params, state, out = init_child("layer", self.layer, key, x, extras)
         if (out.shape, out.dtype) != (x.shape, x.dtype):
@@ -293,7 +330,15 @@ class Residual(Layer):
             )
         return _nonempty({"layer": params}), _nonempty({"layer": state})
 
-    def apply(self, params, state, x, *, key=None, train=False):
+    def apply(
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        key: jax.Array | None = None,
+        train: bool = False,
+    ) -> tuple[Any, State]:
         x, extras = split_inputs(self, x)
         p, s = params.get("layer", {}), state.get("layer", {})
         y, s = apply_child("layer", self.layer, p, s, x, key, train, extras)
@@ -311,16 +356,24 @@ class Activation(Layer):
 
     name: str
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.name not in ACTIVATIONS:
             raise ValueError(
                 f"unknown activation {self.name!r}; valid names: {', '.join(ACTIVATIONS)}"
             )
 
-    def init(self, key, x):
+    def init(self, key: jax.Array, x: Any) -> tuple[Params, State]:
         return {}, {}
 
-    def apply(self, params, state, x, *, key=None, train=False):
+    def apply(
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        key: jax.Array | None = None,
+        train: bool = False,
+    ) -> tuple[Any, State]:
         return getattr(jax.nn, self.name)(x), state
 
 
@@ -335,14 +388,22 @@ class Lambda(Layer):
 
     fn: Callable[[Any], Any]
 
-    def init(self, key, x):
+    def init(self, key: jax.Array, x: Any) -> tuple[Params, State]:
         return {}, {}
 
-    def apply(self, params, state, x, *, key=None, train=False):
+    def apply(
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        key: jax.Array | None = None,
+        train: bool = False,
+    ) -> tuple[Any, State]:
         return self.fn(x), state
 
 
-def _accepts(fn: Callable, name: str) -> bool:
+def _accepts(fn: Callable[..., Any], name: str) -> bool:
     parameters = inspect.signature(fn).parameters.values()
     return any(p.name == name or p.kind is p.VAR_KEYWORD for p in parameters)
 
@@ -368,11 +429,19 @@ class FunctionLayer(Layer):
     init_fn: Callable[[jax.Array, Any], Any]
     apply_fn: Callable[..., Any]
 
-    def init(self, key, x):
+    def init(self, key: jax.Array, x: Any) -> tuple[Params, State]:
         return self.init_fn(key, x), {}
 
-    def apply(self, params, state, x, *, key=None, train=False):
-        kwargs = {}
+    def apply(
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        key: jax.Array | None = None,
+        train: bool = False,
+    ) -> tuple[Any, State]:
+        kwargs: dict[str, Any] = {}
         if _accepts(self.apply_fn, "key"):
             kwargs["key"] = key
         if _accepts(self.apply_fn, "train"):

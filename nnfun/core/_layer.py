@@ -25,7 +25,8 @@ import contextlib
 import contextvars
 import dataclasses
 import zlib
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, ClassVar, dataclass_transform, overload
 
 import jax
 import jax.numpy as jnp
@@ -44,6 +45,8 @@ EXTRAS: dict[str, str] = {
     "memory_lengths": "(batch,) int: memory steps t < memory_lengths[b] are real",
     "offset": "int: the position of the main input's first step (decoding)",
     "carry": "a recurrent layer's initial carry",
+    "segments": "(n,) int: the bag (output row) of each id of a flat main input",
+    "weights": "float, shaped like the main input's ids: one weight per id (embedding bags)",
 }
 
 _PATH: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("nnfun_path", default=())
@@ -65,7 +68,7 @@ def layer_error(layer: Layer, message: str) -> LayerError:
 
 
 @contextlib.contextmanager
-def scope(name: str):
+def scope(name: str) -> Iterator[None]:
     """Enters the child ``name`` of the current path (used by combinators).
 
     An exception raised inside keeps its type; the innermost scope adds a note
@@ -83,13 +86,17 @@ def scope(name: str):
         _PATH.reset(token)
 
 
+@overload
+def as_key(key: None) -> None: ...
+@overload
+def as_key(key: jax.Array | int | np.integer[Any]) -> jax.Array: ...
 def as_key(key: Any) -> jax.Array | None:
     """A PRNG key from ``key``: a key passes through, an int seed becomes ``jax.random.key``.
 
     Example:
         >>> import jax
         >>> from nnfun.core._layer import as_key
-        >>> bool(jax.random.key_data(as_key(3)) == jax.random.key_data(jax.random.key(3)))
+        >>> bool((jax.random.key_data(as_key(3)) == jax.random.key_data(jax.random.key(3))).all())
         True
     """
     if key is None or (isinstance(key, jax.Array) and _is_key(key)):
@@ -110,6 +117,10 @@ def _is_key(a: jax.Array) -> bool:
     )
 
 
+@overload
+def child_key(key: None, name: str) -> None: ...
+@overload
+def child_key(key: jax.Array | int, name: str) -> jax.Array: ...
 def child_key(key: jax.Array | int | None, name: str) -> jax.Array | None:
     """Derives a child's key from its parent's key and its name (stable across runs)."""
     key = as_key(key)
@@ -123,6 +134,9 @@ def spec_of(x: Any) -> Any:
     return jax.tree.map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)), x)
 
 
+# dataclass_transform tells type checkers what __init_subclass__ does at run time:
+# every subclass is a frozen dataclass whose fields are its annotated attributes.
+@dataclass_transform(frozen_default=True)
 class Layer:
     """Base class of every layer. Subclasses become frozen dataclasses automatically.
 
@@ -146,7 +160,10 @@ class Layer:
     Errors raised inside a child keep their type and gain a note naming its path.
     """
 
-    def __init_subclass__(cls, **kwargs):
+    if TYPE_CHECKING:  # set by dataclasses at run time; makes dataclasses.fields(layer) check
+        __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "__dataclass_fields__" not in cls.__dict__:
             dataclasses.dataclass(frozen=True, repr=True, eq=True)(cls)
@@ -199,6 +216,6 @@ def require_key(layer: Layer, key: jax.Array | int | None) -> jax.Array:
             "Pass one: model.apply(params, state, x, key=jax.random.key(0), train=True).",
         )
     try:
-        return as_key(key)  # type: ignore[return-value]
+        return as_key(key)
     except TypeError as e:
         raise TypeError(f"{type(layer).__name__} at '{current_path() or '<root>'}': {e}") from None

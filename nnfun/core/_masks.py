@@ -63,7 +63,7 @@ def sequence_mask(
     return None if isinstance(mask, jax.ShapeDtypeStruct) else mask
 
 
-def _from_lengths(layer, lengths, name, batch, time):
+def _from_lengths(layer: Layer, lengths: Any, name: str, batch: int, time: int) -> jax.Array | None:
     if tuple(jnp.shape(lengths)) != (batch,) or not jnp.issubdtype(lengths.dtype, jnp.integer):
         raise layer_error(
             layer,

@@ -32,7 +32,7 @@ def flatten_params(tree: Mapping[str, Any], sep: str = "/") -> dict[str, Any]:
     """
     flat: dict[str, Any] = {}
 
-    def walk(node, prefix):
+    def walk(node: Mapping[str, Any], prefix: str) -> None:
         for key, value in node.items():
             path = f"{prefix}{sep}{key}" if prefix else str(key)
             if isinstance(value, Mapping):

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from ._combinators import as_layer
-from ._layer import Layer
+from ._layer import Layer, Params, State
 
 
 class _PolicyFields(NamedTuple):
@@ -42,7 +42,7 @@ class Policy(_PolicyFields):
 
     def __new__(
         cls, param_dtype: Any = "float32", compute_dtype: Any = None, output_dtype: Any = None
-    ):
+    ) -> Policy:
         compute_dtype = param_dtype if compute_dtype is None else compute_dtype
         output_dtype = param_dtype if output_dtype is None else output_dtype
         names = [
@@ -87,7 +87,7 @@ def cast_floating(tree: Any, dtype: Any) -> Any:
         ['bfloat16', 'int32']
     """
 
-    def cast(leaf):
+    def cast(leaf: Any) -> Any:
         if hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.floating):
             return leaf.astype(dtype)
         return leaf
@@ -127,7 +127,7 @@ class MixedPrecision(Layer):
     layer: Any
     policy: Any = Policy("float32", "bfloat16", "float32")
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         object.__setattr__(self, "layer", as_layer(self.layer))
         policy = self.policy
         if not isinstance(policy, Policy):
@@ -143,11 +143,19 @@ class MixedPrecision(Layer):
     def extras(self) -> frozenset[str]:
         return self.layer.extras
 
-    def init(self, key, x):
+    def init(self, key: jax.Array, x: Any) -> tuple[Params, State]:
         params, state = self.layer.init(key, x)
         return self.policy.cast_to_param(params), self.policy.cast_to_param(state)
 
-    def apply(self, params, state, x, *, key=None, train=False):
+    def apply(
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        key: jax.Array | None = None,
+        train: bool = False,
+    ) -> tuple[Any, State]:
         policy = self.policy
         y, new_state = self.layer.apply(
             policy.cast_to_compute(params),

@@ -8,7 +8,7 @@ from typing import Any
 import jax
 
 from ._combinators import as_layer
-from ._layer import Layer
+from ._layer import Layer, Params, State
 
 # Policies of ``jax.checkpoint_policies`` usable by name (the factories that need
 # arguments, such as ``save_only_these_names``, are passed as callables instead).
@@ -58,7 +58,7 @@ class Remat(Layer):
     policy: str | Callable[..., bool] | None = None
     prevent_cse: bool = True
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         object.__setattr__(self, "layer", as_layer(self.layer))
         if isinstance(self.policy, str):
             if self.policy not in REMAT_POLICIES:
@@ -73,11 +73,19 @@ class Remat(Layer):
     def extras(self) -> frozenset[str]:
         return self.layer.extras
 
-    def init(self, key, x):
+    def init(self, key: jax.Array, x: Any) -> tuple[Params, State]:
         return self.layer.init(key, x)
 
-    def apply(self, params, state, x, *, key=None, train=False):
-        def run(p, s, inputs, k):
+    def apply(
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        key: jax.Array | None = None,
+        train: bool = False,
+    ) -> tuple[Any, State]:
+        def run(p: Params, s: State, inputs: Any, k: jax.Array | None) -> tuple[Any, State]:
             return self.layer.apply(p, s, inputs, key=k, train=train)
 
         policy = self.policy

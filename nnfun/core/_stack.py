@@ -12,7 +12,7 @@ import numpy as np
 
 from ._children import check_params, checked_output, route, split_inputs
 from ._combinators import as_layer
-from ._layer import Layer, as_key, child_key, layer_error, scope, spec_of
+from ._layer import Layer, Params, State, as_key, child_key, layer_error, scope, spec_of
 from ._summary import loops_unrolled
 
 
@@ -74,7 +74,7 @@ class Stack(Layer):
     remat_policy: str | Callable | None = None
     unroll: int | bool = 1
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not isinstance(self.n, int) or self.n < 1:
             raise ValueError(f"Stack n must be a positive int, got {self.n!r}")
         if not isinstance(self.unroll, int) or (
@@ -101,7 +101,7 @@ class Stack(Layer):
         salts = [zlib.crc32(str(i).encode()) for i in range(self.n)]
         return jnp.asarray(np.array(salts, dtype=np.uint32))
 
-    def init(self, key, x):
+    def init(self, key: jax.Array, x: Any) -> tuple[Params, State]:
         x, extras = split_inputs(self, x)
         layer_x = route(self.layer, x, extras)
         keys = jnp.stack([child_key(key, str(i)) for i in range(self.n)])
@@ -121,10 +121,20 @@ class Stack(Layer):
             )
         return _wrap(params), _wrap(state)
 
-    def _apply_one(self, p, s, x, key, train):
+    def _apply_one(
+        self, p: Params, s: State, x: Any, key: jax.Array | None, train: bool
+    ) -> tuple[Any, State]:
         return checked_output(self.layer, self.layer.apply(p, s, x, key=key, train=train))
 
-    def apply(self, params, state, x, *, key=None, train=False):
+    def apply(
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        key: jax.Array | None = None,
+        train: bool = False,
+    ) -> tuple[Any, State]:
         x, extras = split_inputs(self, x)
         key = as_key(key)
         layer_params, layer_state = params.get("layer", {}), state.get("layer", {})
@@ -132,7 +142,7 @@ class Stack(Layer):
             one = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), layer_params)
             check_params(self.layer, one, route(self.layer, x, extras))
 
-        def body(carry, inputs):
+        def body(carry: Any, inputs: tuple[Params, State, jax.Array]) -> tuple[Any, State]:
             p, s, salt = inputs
             k = None if key is None else jax.random.fold_in(key, salt)
             return self._apply_one(p, s, route(self.layer, carry, extras), k, train)
@@ -146,13 +156,15 @@ class Stack(Layer):
             )
         return y, _wrap(new_state)
 
-    def init_cache(self, params: dict, batch_size: int, max_length: int) -> dict:
+    def init_cache(self, params: dict, batch_size: int, max_length: int, **kwargs: Any) -> dict:
         """A decoding cache (state) for every copy: the layer's ``init_cache``, stacked.
 
         Args:
             params: this Stack's params.
             batch_size: number of sequences decoded together.
             max_length: the most positions the cache holds.
+            **kwargs: passed on to the layer's ``init_cache`` unchanged (the same
+                for every copy), e.g. a decoder block's ``memory``.
 
         Example:
             >>> import jax, jax.numpy as jnp, nnfun as nf
@@ -161,7 +173,7 @@ class Stack(Layer):
             >>> stack.init_cache(params, 1, 16)["layer"]["attention"]["key"].shape
             (2, 1, 16, 2, 4)
         """
-        make = lambda p: self.layer.init_cache(p, batch_size, max_length)  # noqa: E731
+        make = lambda p: self.layer.init_cache(p, batch_size, max_length, **kwargs)  # noqa: E731
         return _wrap(jax.vmap(make)(params.get("layer", {})))
 
     def unstack(self, params: dict) -> dict:

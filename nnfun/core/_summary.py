@@ -46,7 +46,7 @@ def record_child(layer: Layer, x: Any, params: Any, state: Any) -> Iterator[Call
     row = len(rows)
     rows.append(None)
 
-    def record(y):
+    def record(y: Any) -> None:
         rows[row] = (current_path(), layer, spec_of(x), spec_of(y), spec_of(params), spec_of(state))
 
     yield record
