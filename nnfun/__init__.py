@@ -80,9 +80,12 @@ from .layers import BatchNorm as BatchNorm
 from .layers import Bidirectional as Bidirectional
 from .layers import Conv as Conv
 from .layers import ConvTranspose as ConvTranspose
+from .layers import CrossNetwork as CrossNetwork
 from .layers import Dense as Dense
 from .layers import Dropout as Dropout
 from .layers import Embedding as Embedding
+from .layers import EmbeddingBag as EmbeddingBag
+from .layers import FactorizationMachine as FactorizationMachine
 from .layers import Flatten as Flatten
 from .layers import GlobalAvgPool as GlobalAvgPool
 from .layers import GlobalMaxPool as GlobalMaxPool

@@ -3,7 +3,8 @@
 Families, one private module each: dense (``Dense``), convolution and pooling
 (``Conv``, ``ConvTranspose``, ``MaxPool``, ``AvgPool``, global pooling),
 normalisation (``BatchNorm``, ``LayerNorm``, ``RMSNorm``, ``GroupNorm``),
-``Dropout``, ``Embedding``, shape layers (``Flatten``, ``Reshape``), recurrent
+``Dropout``, ``Embedding`` and ``EmbeddingBag``, feature interactions
+(``CrossNetwork``, ``FactorizationMachine``), shape layers (``Flatten``, ``Reshape``), recurrent
 cells (``SimpleRNN``, ``LSTM``, ``GRU``) with the scan-over-time wrapper ``RNN``
 and ``Bidirectional``, attention and transformer blocks, positional
 encodings, and graph layers on a padded ``nnfun.data.Graph`` batch (``GraphConv``,
@@ -19,12 +20,15 @@ from ._conv import ConvTranspose as ConvTranspose
 from ._dense import Dense as Dense
 from ._dropout import Dropout as Dropout
 from ._embedding import Embedding as Embedding
+from ._embedding_bag import EmbeddingBag as EmbeddingBag
 from ._graph import GIN as GIN
 from ._graph import GraphConv as GraphConv
 from ._graph import OnNodes as OnNodes
 from ._graph import check_graph as check_graph
 from ._graph_messages import GAT as GAT
 from ._graph_messages import MPNN as MPNN
+from ._interactions import CrossNetwork as CrossNetwork
+from ._interactions import FactorizationMachine as FactorizationMachine
 from ._norm import GroupNorm as GroupNorm
 from ._norm import LayerNorm as LayerNorm
 from ._norm import RMSNorm as RMSNorm
