@@ -81,11 +81,13 @@ from .layers import Bidirectional as Bidirectional
 from .layers import Conv as Conv
 from .layers import ConvTranspose as ConvTranspose
 from .layers import CrossNetwork as CrossNetwork
+from .layers import DecoderBlock as DecoderBlock
 from .layers import Dense as Dense
 from .layers import Dropout as Dropout
 from .layers import Embedding as Embedding
 from .layers import EmbeddingBag as EmbeddingBag
 from .layers import FactorizationMachine as FactorizationMachine
+from .layers import FeedForward as FeedForward
 from .layers import Flatten as Flatten
 from .layers import GlobalAvgPool as GlobalAvgPool
 from .layers import GlobalMaxPool as GlobalMaxPool
@@ -107,10 +109,14 @@ from .layers import SinusoidalPositions as SinusoidalPositions
 from .layers import TransformerBlock as TransformerBlock
 from .train import TrainState as TrainState
 from .train import accuracy as accuracy
+from .train import corpus_bleu as corpus_bleu
 from .train import eval_step as eval_step
+from .train import exact_match as exact_match
 from .train import fit as fit
 from .train import mse as mse
+from .train import sequence_cross_entropy as sequence_cross_entropy
 from .train import softmax_cross_entropy as softmax_cross_entropy
+from .train import token_accuracy as token_accuracy
 from .train import train_step as train_step
 
 # What `from nnfun import *` and help(nnfun) show: every public name above,

@@ -21,6 +21,7 @@ from ._dense import Dense as Dense
 from ._dropout import Dropout as Dropout
 from ._embedding import Embedding as Embedding
 from ._embedding_bag import EmbeddingBag as EmbeddingBag
+from ._feedforward import FeedForward as FeedForward
 from ._graph import GIN as GIN
 from ._graph import GraphConv as GraphConv
 from ._graph import OnNodes as OnNodes
@@ -54,4 +55,5 @@ from ._segment import segment_max as segment_max
 from ._segment import segment_mean as segment_mean
 from ._segment import segment_softmax as segment_softmax
 from ._segment import segment_sum as segment_sum
+from ._transformer import DecoderBlock as DecoderBlock
 from ._transformer import TransformerBlock as TransformerBlock

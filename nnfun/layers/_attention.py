@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from .. import ops
 from ..core._children import apply_child, init_child, split_inputs
-from ..core._layer import Layer, layer_error, require_key
+from ..core._layer import Layer, Params, State, layer_error, require_key
 from ..core._masks import concrete, sequence_mask
 from ._dense import Dense
 from ._position import RotaryPositions
@@ -99,7 +99,7 @@ class MultiHeadAttention(Layer):
     causal: bool = False
     rotary: Any = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         name = "MultiHeadAttention"
         if not isinstance(self.num_heads, int) or self.num_heads < 1:
             raise ValueError(f"{name} num_heads must be a positive int, got {self.num_heads!r}")
@@ -125,7 +125,7 @@ class MultiHeadAttention(Layer):
     def extras(self) -> frozenset[str]:
         return _EXTRAS
 
-    def _inputs(self, x) -> tuple[Any, Any, dict[str, Any]]:
+    def _inputs(self, x, cached_memory: bool = False) -> tuple[Any, Any, dict[str, Any]]:
         """``(query input, key/value input, extras)``, checked."""
         if isinstance(x, tuple | list) or (isinstance(x, dict) and "inputs" not in x):
             got = f"a {type(x).__name__} of {len(x)}" if not isinstance(x, dict) else sorted(x)
@@ -149,7 +149,8 @@ class MultiHeadAttention(Layer):
                 "cross-attention pairs each sequence with its own memory. Fix: give both "
                 "the same batch size.",
             )
-        if "memory" not in extras and {"memory_mask", "memory_lengths"} & set(extras):
+        memory_padding = {"memory_mask", "memory_lengths"} & set(extras)
+        if "memory" not in extras and memory_padding and not cached_memory:
             raise layer_error(self, "memory_mask/memory_lengths given without a memory")
         return q, kv, extras
 
@@ -169,7 +170,7 @@ class MultiHeadAttention(Layer):
             "out": Dense(self.out_features or q.shape[-1], self.use_bias),
         }
 
-    def init(self, key, x):
+    def init(self, key: jax.Array, x: Any) -> tuple[Params, State]:
         q, kv, extras = self._inputs(x)
         dense = self._projections(q)
         params = {}
@@ -177,12 +178,13 @@ class MultiHeadAttention(Layer):
             params[name], _, _ = init_child(name, dense[name], key, a)
         spec = jax.ShapeDtypeStruct((*q.shape[:2], dense["query"].features), q.dtype)
         params["out"], _, _ = init_child("out", dense["out"], key, spec)
-        self._mask(extras, q.shape[0], q.shape[1], kv.shape[1])  # checks shapes at init
+        cross = "memory" in extras
+        self._mask(extras, q.shape[0], q.shape[1], kv.shape[1], cross)  # checks shapes at init
         return params, {}
 
-    def _mask(self, extras, batch, q_len, k_len) -> jax.Array | None:
+    def _mask(self, extras, batch, q_len, k_len, cross) -> jax.Array | None:
         """The extras' masks as one ``(batch|1, heads|1, q_len|1, k_len|1)`` bool array."""
-        prefix = "memory_" if "memory" in extras else ""
+        prefix = "memory_" if cross else ""
         padding = sequence_mask(self, extras, batch, k_len, prefix)
         mask = None if padding is None else padding[:, None, None, :]
         if "attention_mask" not in extras:
@@ -205,7 +207,17 @@ class MultiHeadAttention(Layer):
         y, _ = apply_child(name, dense[name], params[name], {}, a, key, train)
         return y.reshape(*a.shape[:2], heads, -1)
 
-    def apply(self, params, state, x, *, key=None, train=False):
+    def apply(
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        key: jax.Array | None = None,
+        train: bool = False,
+    ) -> tuple[Any, State]:
+        if "memory_key" in state:
+            return self._apply_cached_memory(params, state, x, key, train)
         q_in, kv_in, extras = self._inputs(x)
         dense = self._projections(q_in)
         q = self._project(params, "query", dense, q_in, self.num_heads, key, train)
@@ -214,11 +226,12 @@ class MultiHeadAttention(Layer):
         batch, q_len, k_len = q.shape[0], q.shape[1], k.shape[1]
         # While decoding, a mask's key axis spans the whole cache.
         mask_len = state["key"].shape[1] if state else k_len
-        mask = self._mask(extras, batch, q_len, mask_len)
+        cross = "memory" in extras
+        mask = self._mask(extras, batch, q_len, mask_len, cross)
         if state:
             y, state = self._decode(state, q, k, v, mask, key, train)
         else:
-            if self.rotary is not None:
+            if self.rotary is not None and not cross:
                 q = self.rotary.rotate(q, jnp.arange(q_len))
                 k = self.rotary.rotate(k, jnp.arange(k_len))
             y = self._attention(q, k, v, mask, self.causal, key, train)
@@ -263,10 +276,73 @@ class MultiHeadAttention(Layer):
         zeros = jnp.zeros(shape, kernel.dtype)
         return {"key": zeros, "value": zeros, "index": jnp.zeros((), jnp.int32)}
 
+    def init_memory_cache(self, params: dict, memory: jax.Array) -> dict:
+        """Cross-attention state for decoding: ``memory``'s keys and values, projected once.
+
+        Pass it as this layer's ``state`` with ``{"inputs": q, "memory_mask": m}``
+        (no ``memory``): each call then attends to the cached keys and values
+        instead of projecting the memory again.
+
+        Returns:
+            ``{"memory_key": (batch, memory_time, kv_heads, head_dim), "memory_value": same}``.
+
+        Example:
+            >>> import jax, jax.numpy as jnp, nnfun as nf
+            >>> attn = nf.MultiHeadAttention(num_heads=2)
+            >>> memory = jnp.ones((1, 5, 8))
+            >>> params, _ = attn.init(jax.random.key(0), {"inputs": jnp.ones((1, 3, 8)),
+            ...                                          "memory": memory})
+            >>> cache = attn.init_memory_cache(params, memory)
+            >>> y, _ = attn.apply(params, cache, jnp.ones((1, 1, 8)))
+            >>> cache["memory_key"].shape, y.shape
+            ((1, 5, 2, 4), (1, 1, 8))
+        """
+        if len(memory.shape) != 3:
+            raise layer_error(
+                self, f"expected memory (batch, time, features), got shape {memory.shape}"
+            )
+        kv_width = params["key"]["kernel"].shape[1]
+        dense = {"key": Dense(kv_width, self.use_bias), "value": Dense(kv_width, self.use_bias)}
+        k = self._project(params, "key", dense, memory, self.kv_heads, None, False)
+        v = self._project(params, "value", dense, memory, self.kv_heads, None, False)
+        return {"memory_key": k, "memory_value": v}
+
+    def _apply_cached_memory(self, params, state, x, key, train):
+        q_in, _, extras = self._inputs(x, cached_memory=True)
+        if "memory" in extras or set(state) != {"memory_key", "memory_value"}:
+            raise layer_error(
+                self,
+                "with a memory cache as state (init_memory_cache), give the queries and the "
+                "memory's padding only, not the memory itself",
+            )
+        dense = self._projections(q_in)
+        q = self._project(params, "query", dense, q_in, self.num_heads, key, train)
+        k, v = state["memory_key"], state["memory_value"]
+        if k.shape[0] != q.shape[0]:
+            raise layer_error(
+                self,
+                f"the memory cache holds batch {k.shape[0]} but the queries have batch "
+                f"{q.shape[0]}. Fix: build the cache for this batch (init_memory_cache).",
+            )
+        batch, q_len = q.shape[:2]
+        mask = self._mask(extras, batch, q_len, k.shape[1], cross=True)
+        y = self._attention(q, k.astype(q.dtype), v.astype(q.dtype), mask, False, key, train)
+        out, _ = apply_child(
+            "out", dense["out"], params["out"], {}, y.reshape(batch, q_len, -1), key, train
+        )
+        return out, state
+
     def _decode(self, cache, q, k, v, mask, key, train):
         if set(cache) != _CACHE_KEYS:
             raise layer_error(self, f"expected a KV cache {sorted(_CACHE_KEYS)} as state")
-        index, max_length = cache["index"], cache["key"].shape[1]
+        if cache["key"].shape[0] != q.shape[0]:
+            raise layer_error(
+                self,
+                f"the KV cache was built for batch {cache['key'].shape[0]} but the inputs have "
+                f"batch {q.shape[0]}. Fix: init_cache with batch_size={q.shape[0]}.",
+            )
+        index, max_length = cache["key"].shape[1], cache["key"].shape[1]
+        index = cache["index"]
         step = q.shape[1]
         start = concrete(index)
         if start is not None and int(start) + step > max_length:

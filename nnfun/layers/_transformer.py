@@ -1,4 +1,4 @@
-"""The pre-norm transformer block."""
+"""Transformer blocks: self-attention (encoder or decoder-only) and encoder-decoder."""
 
 from __future__ import annotations
 
@@ -7,33 +7,127 @@ from typing import Any
 import jax
 
 from ..core._children import apply_child, init_child, split_inputs
-from ..core._combinators import Sequential
-from ..core._layer import Layer, layer_error
+from ..core._layer import Layer, Params, State, layer_error
 from ._attention import MultiHeadAttention
-from ._dense import Dense
 from ._dropout import Dropout
+from ._feedforward import FeedForward
 from ._norm import LayerNorm
 
+_SELF = ("mask", "lengths", "attention_mask")
+_CROSS = ("memory", "memory_mask", "memory_lengths")
 
-class TransformerBlock(Layer):
-    """``x + attention(norm(x))`` then ``x + mlp(norm(x))``, with dropout on both branches.
 
-    The norms come first (pre-norm, as in GPT-2), which trains stably without
-    warm-up tricks at the depths used here. The MLP is ``Dense(mlp_ratio * d)``,
-    GELU, ``Dense(d)``. Decoding: ``init_cache(params, batch, max_length)`` gives
-    the attention's KV cache as this block's state.
+class _Block(Layer):
+    """Settings and the residual sub-layer shared by the transformer blocks."""
+
+    num_heads: int
+    num_kv_heads: int | None = None
+    mlp_ratio: int = 4
+    dropout: float = 0.0
+    causal: bool = True
+    rotary: Any = None
+    use_bias: bool = True
+    norm_first: bool = True
+    activation: str = "gelu_tanh"
+    epsilon: float = 1e-5
+    mlp_features: int | None = None
+
+    def __post_init__(self) -> None:
+        name = type(self).__name__
+        if not isinstance(self.mlp_ratio, int) or self.mlp_ratio < 1:
+            raise ValueError(f"{name} mlp_ratio must be >= 1, got {self.mlp_ratio!r}")
+        _ = self.attention  # builds it now so bad attention settings fail here
+        self._mlp(1)
+        LayerNorm(epsilon=self.epsilon)
+
+    @property
+    def attention(self) -> MultiHeadAttention:
+        return MultiHeadAttention(
+            self.num_heads,
+            self.num_kv_heads,
+            use_bias=self.use_bias,
+            dropout=self.dropout,
+            causal=self.causal,
+            rotary=self.rotary,
+        )
+
+    def _mlp(self, width: int) -> FeedForward:
+        hidden = self.mlp_features or self.mlp_ratio * width
+        return FeedForward(hidden, self.activation, self.dropout, self.use_bias)
+
+    def _check(self, x: Any) -> None:
+        if len(x.shape) != 3:
+            raise layer_error(self, f"expected (batch, time, features), got shape {x.shape}")
+
+    def _init_sublayer(
+        self, name: str, layer: Layer, key: jax.Array, x: Any, extras: dict[str, Any]
+    ) -> Params:
+        params = {}
+        params[f"{name}_norm"], _, _ = init_child(f"{name}_norm", self._norm, key, x)
+        params[name], _, _ = init_child(name, layer, key, x, extras)
+        return params
+
+    @property
+    def _norm(self) -> LayerNorm:
+        return LayerNorm(epsilon=self.epsilon)
+
+    def _sublayer(
+        self,
+        name: str,
+        layer: Layer,
+        params: Params,
+        state: State,
+        x: jax.Array,
+        extras: dict[str, Any],
+        key: jax.Array | None,
+        train: bool,
+    ) -> tuple[jax.Array, State]:
+        """``x + f(norm(x))`` (pre-norm) or ``norm(x + f(x))`` (post-norm), dropout on f."""
+        norm, norm_params = self._norm, params[f"{name}_norm"]
+        h = x
+        if self.norm_first:
+            h, _ = apply_child(f"{name}_norm", norm, norm_params, {}, x, key, train)
+        h, new_state = apply_child(name, layer, params[name], state, h, key, train, extras)
+        h, _ = apply_child(f"{name}_dropout", Dropout(self.dropout), {}, {}, h, key, train)
+        if self.norm_first:
+            return x + h, new_state
+        y, _ = apply_child(f"{name}_norm", norm, norm_params, {}, x + h, key, train)
+        return y, new_state
+
+
+def _pick(extras: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    return {k: v for k, v in extras.items() if k in names}
+
+
+class TransformerBlock(_Block):
+    """Self-attention then a feed-forward network, each in a residual branch.
+
+    Pre-norm (``norm_first=True``, GPT-2): ``x + attention(norm(x))`` then
+    ``x + mlp(norm(x))``. Post-norm (the original Transformer and BERT):
+    ``norm(x + attention(x))`` then ``norm(x + mlp(x))``. Dropout applies to
+    both branches, the attention weights and the MLP's hidden layer. With
+    ``causal=False`` this is the encoder block (PyTorch's
+    ``TransformerEncoderLayer``); with ``causal=True`` a decoder-only block.
+    Decoding: ``init_cache(params, batch, max_length)`` gives the attention's KV
+    cache as this block's state.
+
+    The input may carry the padding extras ``mask`` or ``lengths`` and an
+    ``attention_mask`` (``{"inputs": x, "mask": m}``); they reach the attention.
 
     Args:
         num_heads: attention heads; must divide the model width.
         num_kv_heads: key/value heads (grouped-query attention), default ``num_heads``.
         mlp_ratio: hidden width of the MLP as a multiple of the model width.
-        dropout: dropout rate on the residual branches and the attention weights.
+        dropout: dropout rate on the residual branches, the attention weights and
+            the MLP's hidden layer.
         causal: causal self-attention (a decoder block).
         rotary: a :class:`RotaryPositions` for queries and keys, or None.
         use_bias: biases in the projections.
-
-    The input may carry the padding extras ``mask`` or ``lengths`` and an
-    ``attention_mask`` (``{"inputs": x, "mask": m}``); they reach the attention.
+        norm_first: pre-norm (True) or post-norm (False).
+        activation: the MLP's, one of :class:`FeedForward`'s (``"gelu_tanh"``,
+            ``"gelu"``, ``"relu"``, ``"swiglu"``).
+        epsilon: the LayerNorms' epsilon.
+        mlp_features: the MLP's hidden width, any size; overrides ``mlp_ratio``.
 
     Shapes: ``(batch, time, d) -> (batch, time, d)``. Params: ``attention_norm``,
     ``attention``, ``mlp_norm``, ``mlp`` (``hidden``, ``out``).
@@ -48,76 +142,31 @@ class TransformerBlock(Layer):
         (3, 4, 8)
     """
 
-    num_heads: int
-    num_kv_heads: int | None = None
-    mlp_ratio: int = 4
-    dropout: float = 0.0
-    causal: bool = True
-    rotary: Any = None
-    use_bias: bool = True
+    extras = frozenset(_SELF)  # type: ignore[assignment]
 
-    def __post_init__(self):
-        if not isinstance(self.mlp_ratio, int) or self.mlp_ratio < 1:
-            raise ValueError(f"TransformerBlock mlp_ratio must be >= 1, got {self.mlp_ratio!r}")
-        _ = self.attention  # builds it now so bad attention settings fail here
-        Dropout(self.dropout)
-
-    @property
-    def attention(self) -> MultiHeadAttention:
-        return MultiHeadAttention(
-            self.num_heads,
-            self.num_kv_heads,
-            use_bias=self.use_bias,
-            dropout=self.dropout,
-            causal=self.causal,
-            rotary=self.rotary,
-        )
-
-    def _mlp(self, width: int) -> Sequential:
-        hidden = Dense(self.mlp_ratio * width, self.use_bias)
-        return Sequential(
-            {"hidden": hidden, "act": jax.nn.gelu, "out": Dense(width, self.use_bias)}
-        )
-
-    def _children(self, width: int) -> dict[str, Layer]:
-        return {
-            "attention_norm": LayerNorm(),
-            "attention": self.attention,
-            "mlp_norm": LayerNorm(),
-            "mlp": self._mlp(width),
-        }
-
-    extras = frozenset({"mask", "lengths", "attention_mask"})  # type: ignore[assignment]
-
-    def init(self, key, x):
+    def init(self, key: jax.Array, x: Any) -> tuple[Params, State]:
         x, extras = split_inputs(self, x)
-        if len(x.shape) != 3:
-            raise layer_error(self, f"expected (batch, time, features), got shape {x.shape}")
-        params = {}
-        for name, layer in self._children(x.shape[-1]).items():
-            params[name], _, _ = init_child(name, layer, key, x, extras)
+        self._check(x)
+        params = self._init_sublayer("attention", self.attention, key, x, extras)
+        params |= self._init_sublayer("mlp", self._mlp(x.shape[-1]), key, x, {})
         return params, {}
 
-    def apply(self, params, state, x, *, key=None, train=False):
+    def apply(
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        key: jax.Array | None = None,
+        train: bool = False,
+    ) -> tuple[Any, State]:
         x, extras = split_inputs(self, x)
-        layers = self._children(x.shape[-1])
-        drop = Dropout(self.dropout)
+        cache = state.get("attention", {})
+        x, cache = self._sublayer("attention", self.attention, params, cache, x, extras, key, train)
+        x, _ = self._sublayer("mlp", self._mlp(x.shape[-1]), params, {}, x, {}, key, train)
+        return x, ({"attention": cache} if cache else {})
 
-        def run(name, h, layer_state=None):
-            layer, p = layers[name], params[name]
-            return apply_child(name, layer, p, layer_state or {}, h, key, train, extras)
-
-        h, _ = run("attention_norm", x)
-        h, attention_state = run("attention", h, state.get("attention"))
-        h, _ = apply_child("attention_dropout", drop, {}, {}, h, key, train)
-        x = x + h
-        h, _ = run("mlp_norm", x)
-        h, _ = run("mlp", h)
-        h, _ = apply_child("mlp_dropout", drop, {}, {}, h, key, train)
-        new_state = {"attention": attention_state} if attention_state else {}
-        return x + h, new_state
-
-    def init_cache(self, params: dict, batch_size: int, max_length: int) -> dict:
+    def init_cache(self, params: Params, batch_size: int, max_length: int) -> State:
         """A KV cache (this block's state) for decoding.
 
         Example:
@@ -129,3 +178,107 @@ class TransformerBlock(Layer):
         """
         cache = self.attention.init_cache(params["attention"], batch_size, max_length)
         return {"attention": cache}
+
+
+class DecoderBlock(_Block):
+    """Causal self-attention, cross-attention over a memory, then a feed-forward network.
+
+    The decoder block of an encoder-decoder transformer (PyTorch's
+    ``TransformerDecoderLayer``): each of the three sub-layers sits in a
+    residual branch, pre-norm or post-norm as in :class:`TransformerBlock`.
+    The input is ``{"inputs": x, "memory": m}`` with optional ``mask`` /
+    ``lengths`` (the target's padding, for the self-attention),
+    ``memory_mask`` / ``memory_lengths`` (the source's, for the
+    cross-attention) and ``attention_mask``.
+
+    Decoding: ``init_cache(params, batch, max_length, memory)`` returns the
+    state ``{"attention": KV cache, "cross_attention": the memory's keys and
+    values}``; then feed ``{"inputs": new_steps, "memory_mask": m}`` (no
+    memory: its projections are cached).
+
+    Args: those of :class:`TransformerBlock` (``causal`` defaults to True).
+
+    Shapes: ``(batch, time, d)`` with memory ``(batch, memory_time, e)`` ->
+    ``(batch, time, d)``. Params: ``attention_norm``, ``attention``,
+    ``cross_attention_norm``, ``cross_attention``, ``mlp_norm``, ``mlp``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, nnfun as nf
+        >>> block = nf.DecoderBlock(num_heads=2)
+        >>> x = {"inputs": jnp.zeros((2, 4, 8)), "memory": jnp.zeros((2, 6, 8))}
+        >>> params, state = block.init(jax.random.key(0), x)
+        >>> block.apply(params, state, x)[0].shape
+        (2, 4, 8)
+    """
+
+    extras = frozenset(_SELF + _CROSS)  # type: ignore[assignment]
+
+    @property
+    def cross_attention(self) -> MultiHeadAttention:
+        heads, kv_heads, bias = self.num_heads, self.num_kv_heads, self.use_bias
+        return MultiHeadAttention(heads, kv_heads, use_bias=bias, dropout=self.dropout)
+
+    def init(self, key: jax.Array, x: Any) -> tuple[Params, State]:
+        x, extras = split_inputs(self, x)
+        self._check(x)
+        self._check_memory(extras, {})
+        params = self._init_sublayer("attention", self.attention, key, x, _pick(extras, _SELF))
+        cross = _pick(extras, _CROSS)
+        params |= self._init_sublayer("cross_attention", self.cross_attention, key, x, cross)
+        params |= self._init_sublayer("mlp", self._mlp(x.shape[-1]), key, x, {})
+        return params, {}
+
+    def _check_memory(self, extras: dict[str, Any], state: State) -> None:
+        if "memory" not in extras and "cross_attention" not in state:
+            raise layer_error(
+                self,
+                "a decoder block attends to a memory, but none was given. Fix: pass "
+                "{'inputs': x, 'memory': encoder_output}, or a state from init_cache.",
+            )
+
+    def apply(
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        key: jax.Array | None = None,
+        train: bool = False,
+    ) -> tuple[Any, State]:
+        x, extras = split_inputs(self, x)
+        self._check_memory(extras, state)
+        new_state = {}
+        for name, layer, names in (
+            ("attention", self.attention, _SELF),
+            ("cross_attention", self.cross_attention, _CROSS),
+        ):
+            args = (params, state.get(name, {}), x, _pick(extras, names), key, train)
+            x, new_state[name] = self._sublayer(name, layer, *args)
+        x, _ = self._sublayer("mlp", self._mlp(x.shape[-1]), params, {}, x, {}, key, train)
+        return x, {k: v for k, v in new_state.items() if v}
+
+    def init_cache(
+        self, params: Params, batch_size: int, max_length: int, memory: jax.Array | None = None
+    ) -> State:
+        """The decoding state: the self-attention's KV cache and, given ``memory``, its
+        keys and values for the cross-attention (computed once).
+
+        Example:
+            >>> import jax, jax.numpy as jnp, nnfun as nf
+            >>> block = nf.DecoderBlock(num_heads=2)
+            >>> memory = jnp.ones((1, 6, 8))
+            >>> params, _ = block.init(jax.random.key(0), {"inputs": jnp.zeros((1, 4, 8)),
+            ...                                           "memory": memory})
+            >>> cache = block.init_cache(params, 1, 10, memory)
+            >>> cache["attention"]["key"].shape, cache["cross_attention"]["memory_key"].shape
+            ((1, 10, 2, 4), (1, 6, 2, 4))
+            >>> block.apply(params, cache, jnp.ones((1, 1, 8)))[0].shape
+            (1, 1, 8)
+        """
+        cache = {
+            "attention": self.attention.init_cache(params["attention"], batch_size, max_length)
+        }
+        if memory is not None:
+            cross = params["cross_attention"]
+            cache["cross_attention"] = self.cross_attention.init_memory_cache(cross, memory)
+        return cache
