@@ -45,7 +45,8 @@ def _check_seed(seed: Any) -> None:
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         dtype = getattr(seed, "dtype", None)
         got = f"an array of dtype {dtype}" if dtype is not None else repr(seed)
-        raise TypeError(
+        error = ValueError if isinstance(seed, int | np.integer) else TypeError
+        raise error(
             f"fit: seed must be a non-negative int, got {got}. It seeds the parameters, "
             "dropout and the batch order; to start from a given key, pass "
             "train_state=nf.TrainState.create(model, optimizer, key, x)."
@@ -200,8 +201,8 @@ def fit(
             of different lengths (named by path, e.g. ``x/lengths``), labels out
             of range (see above).
         TypeError: an optimizer factory not called (``optax.adam`` for
-            ``optax.adam(1e-3)``), a number as optimizer, a seed that is no int,
-            data that is not a dict of arrays.
+            ``optax.adam(1e-3)``), a number as optimizer, a seed that is no int
+            (a negative one is a ``ValueError``), data that is not a dict of arrays.
         FloatingPointError: the guard found a non-finite loss.
 
     Example:
