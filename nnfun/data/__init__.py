@@ -20,3 +20,6 @@ from ._text import CharTokenizer as CharTokenizer
 from ._text import char_splits as char_splits
 from ._text import pydoc_text as pydoc_text
 from ._text import sequence_batch as sequence_batch
+from ._translation import TranslationData as TranslationData
+from ._translation import Vocabulary as Vocabulary
+from ._translation import number_translation as number_translation

@@ -12,6 +12,10 @@ from ._guard import first_nonfinite as first_nonfinite
 from ._losses import accuracy as accuracy
 from ._losses import mse as mse
 from ._losses import softmax_cross_entropy as softmax_cross_entropy
+from ._sequence import corpus_bleu as corpus_bleu
+from ._sequence import exact_match as exact_match
+from ._sequence import sequence_cross_entropy as sequence_cross_entropy
+from ._sequence import token_accuracy as token_accuracy
 from ._step import TrainState as TrainState
 from ._step import eval_step as eval_step
 from ._step import scan_steps as scan_steps
