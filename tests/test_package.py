@@ -49,7 +49,8 @@ def test_import_needs_only_the_core_dependencies():
     result = _python(
         """
         import json, sys
-        optional = ["mnist1d", "sklearn", "safetensors", "matplotlib", "torch"]
+        optional = ["mnist1d", "sklearn", "num2words", "sacrebleu", "safetensors", "matplotlib",
+                    "torch"]
         for name in optional:
             sys.modules[name] = None
         import nnfun as nf

@@ -1,9 +1,9 @@
 """Offline datasets and deterministic batching.
 
 MNIST-1D (generated, never downloaded), scikit-learn's digits, English text from
-the standard library for character-level models, and a seeded, resumable batch
-iterator. The dataset packages (``mnist1d``, ``scikit-learn``) are imported only
-when a loader is called: ``pip install "nnfun[data]"``.
+the standard library for character-level models, number translation pairs
+(spelled by ``num2words``), and a seeded, resumable batch iterator. The dataset packages (``mnist1d``, ``scikit-learn``, ``num2words``) are
+imported only when a loader is called: ``pip install "nnfun[data]"``.
 """
 
 from ._batches import Batches as Batches
