@@ -2,8 +2,9 @@
 
 MNIST-1D (generated, never downloaded), scikit-learn's digits, English text from
 the standard library for character-level models, number translation pairs
-(spelled by ``num2words``), and a seeded, resumable batch iterator. The dataset packages (``mnist1d``, ``scikit-learn``, ``num2words``) are
-imported only when a loader is called: ``pip install "nnfun[data]"``.
+(spelled by ``num2words``), and a seeded, resumable batch iterator. The dataset
+packages (``mnist1d``, ``scikit-learn``, ``num2words``) are imported only when
+a loader is called: ``pip install "nnfun[data]"``.
 """
 
 from ._batches import Batches as Batches
