@@ -128,6 +128,12 @@ def test_fit_data_layout(german):
     assert len(nd.Batches(german.fit_data("train"), batch_size=32)) == 300 // 32
 
 
+def test_repr_is_a_summary(german):
+    text = repr(german)
+    assert text.startswith("TranslationData(lang='de', train=300, valid=50, test=50, source=4")
+    assert "array" not in text and len(text) < 200
+
+
 def test_decode_stops_at_eos_and_checks_ids():
     vocab = Vocabulary(("a", "b"))
     assert vocab.decode([1, 3, 4, 2, 3, 3]) == "ab"

@@ -21,6 +21,7 @@ Split = dict[str, np.ndarray]
 LANGS = ("de", "fr")
 SOURCES = ("digits", "words")
 LEVELS = ("char", "word")
+SPLITS = ("train", "valid", "test")
 SPECIALS = ("<pad>", "<bos>", "<eos>")
 # A word is a run of letters; each digit and each punctuation mark ("-", ",") is a
 # token of its own, so digits split the same way at both levels.
@@ -155,7 +156,8 @@ def _join(tokens: list[str], level: str) -> str:
     return "".join(pieces)
 
 
-@dataclasses.dataclass(frozen=True)
+# eq=False: comparing dicts of arrays is ambiguous, and a short repr beats printing them.
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class TranslationData:
     """What :func:`number_translation` returns: three splits and two vocabularies.
 
@@ -176,6 +178,15 @@ class TranslationData:
     target_vocab: Vocabulary
     lang: str
 
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{name}={len(getattr(self, name)['numbers'])}" for name in SPLITS)
+        return (
+            f"TranslationData(lang={self.lang!r}, {sizes}, "
+            f"source={self.train['source'].shape[1]} tokens x {self.source_vocab.size} ids, "
+            f"target={self.train['target_outputs'].shape[1]} tokens x "
+            f"{self.target_vocab.size} ids)"
+        )
+
     def fit_data(self, split: str) -> dict[str, Any]:
         """The ``split`` (``"train"``, ``"valid"`` or ``"test"``) laid out for ``fit``.
 
@@ -184,7 +195,7 @@ class TranslationData:
             target_inputs, "target_lengths": target_lengths}, "y": target_outputs}``
             (the arrays of the split, not copies).
         """
-        if split not in ("train", "valid", "test"):
+        if split not in SPLITS:
             raise ValueError(
                 f"TranslationData.fit_data: split must be 'train', 'valid' or 'test', got {split!r}"
             )
