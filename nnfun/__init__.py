@@ -38,6 +38,7 @@ from . import data as data
 from . import models as models
 from . import ops as ops
 from . import parallel as parallel
+from . import recsys as recsys
 from . import testing as testing
 from .checkpoint import load as load
 from .checkpoint import load_model as load_model

@@ -17,6 +17,9 @@ from ._graphs import edge_mask as edge_mask
 from ._graphs import graph_mask as graph_mask
 from ._graphs import node_graph_ids as node_graph_ids
 from ._graphs import node_mask as node_mask
+from ._movielens import GENRES as GENRES
+from ._movielens import MovieLens as MovieLens
+from ._movielens import movielens100k as movielens100k
 from ._text import CharTokenizer as CharTokenizer
 from ._text import char_splits as char_splits
 from ._text import pydoc_text as pydoc_text
