@@ -20,7 +20,14 @@ _EXTRAS = frozenset(
 )
 
 
-def _attend(q, k, v, mask, dropout: float, key) -> jax.Array:
+def _attend(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    mask: jax.Array | None,
+    dropout: float,
+    key: jax.Array | None,
+) -> jax.Array:
     """Softmax attention in the inputs' dtype, with optional dropout on the weights.
 
     ``q (B, T, H, D)``, ``k, v (B, S, K, D)``; ``key=None`` means no dropout.
@@ -125,7 +132,7 @@ class MultiHeadAttention(Layer):
     def extras(self) -> frozenset[str]:
         return _EXTRAS
 
-    def _inputs(self, x, cached_memory: bool = False) -> tuple[Any, Any, dict[str, Any]]:
+    def _inputs(self, x: Any, cached_memory: bool = False) -> tuple[Any, Any, dict[str, Any]]:
         """``(query input, key/value input, extras)``, checked."""
         if isinstance(x, tuple | list) or (isinstance(x, dict) and "inputs" not in x):
             got = f"a {type(x).__name__} of {len(x)}" if not isinstance(x, dict) else sorted(x)
@@ -154,7 +161,7 @@ class MultiHeadAttention(Layer):
             raise layer_error(self, "memory_mask/memory_lengths given without a memory")
         return q, kv, extras
 
-    def _projections(self, q) -> dict:
+    def _projections(self, q: Any) -> dict[str, Dense]:
         width = self.qkv_features or q.shape[-1]
         if width % self.num_heads:
             raise layer_error(
@@ -182,7 +189,9 @@ class MultiHeadAttention(Layer):
         self._mask(extras, q.shape[0], q.shape[1], kv.shape[1], cross)  # checks shapes at init
         return params, {}
 
-    def _mask(self, extras, batch, q_len, k_len, cross) -> jax.Array | None:
+    def _mask(
+        self, extras: dict[str, Any], batch: int, q_len: int, k_len: int, cross: bool
+    ) -> jax.Array | None:
         """The extras' masks as one ``(batch|1, heads|1, q_len|1, k_len|1)`` bool array."""
         prefix = "memory_" if cross else ""
         padding = sequence_mask(self, extras, batch, k_len, prefix)
@@ -203,7 +212,16 @@ class MultiHeadAttention(Layer):
             return None
         return given if mask is None else jnp.logical_and(mask, given)
 
-    def _project(self, params, name, dense, a, heads, key, train):
+    def _project(
+        self,
+        params: Params,
+        name: str,
+        dense: dict[str, Dense],
+        a: jax.Array,
+        heads: int,
+        key: jax.Array | None,
+        train: bool,
+    ) -> jax.Array:
         y, _ = apply_child(name, dense[name], params[name], {}, a, key, train)
         return y.reshape(*a.shape[:2], heads, -1)
 
@@ -239,7 +257,16 @@ class MultiHeadAttention(Layer):
         out, _ = apply_child("out", dense["out"], params["out"], {}, y, key, train)
         return out, state
 
-    def _attention(self, q, k, v, mask, causal, key, train):
+    def _attention(
+        self,
+        q: jax.Array,
+        k: jax.Array,
+        v: jax.Array,
+        mask: jax.Array | None,
+        causal: bool,
+        key: jax.Array | None,
+        train: bool,
+    ) -> jax.Array:
         dropout = train and self.dropout > 0.0
         plain = causal and mask is None and not dropout and q.shape[1] == k.shape[1]
         if plain and q.dtype in (jnp.float32, jnp.bfloat16):
@@ -255,7 +282,7 @@ class MultiHeadAttention(Layer):
             mask = tri if mask is None else jnp.logical_and(mask, tri)
         return _attend(q, k, v, mask, self.dropout, require_key(self, key) if dropout else None)
 
-    def init_cache(self, params: dict, batch_size: int, max_length: int) -> dict:
+    def init_cache(self, params: Params, batch_size: int, max_length: int) -> State:
         """An empty KV cache for decoding ``batch_size`` sequences of up to ``max_length``.
 
         Returns:
@@ -276,7 +303,7 @@ class MultiHeadAttention(Layer):
         zeros = jnp.zeros(shape, kernel.dtype)
         return {"key": zeros, "value": zeros, "index": jnp.zeros((), jnp.int32)}
 
-    def init_memory_cache(self, params: dict, memory: jax.Array) -> dict:
+    def init_memory_cache(self, params: Params, memory: jax.Array) -> State:
         """Cross-attention state for decoding: ``memory``'s keys and values, projected once.
 
         Pass it as this layer's ``state`` with ``{"inputs": q, "memory_mask": m}``
@@ -307,7 +334,9 @@ class MultiHeadAttention(Layer):
         v = self._project(params, "value", dense, memory, self.kv_heads, None, False)
         return {"memory_key": k, "memory_value": v}
 
-    def _apply_cached_memory(self, params, state, x, key, train):
+    def _apply_cached_memory(
+        self, params: Params, state: State, x: Any, key: jax.Array | None, train: bool
+    ) -> tuple[jax.Array, State]:
         q_in, _, extras = self._inputs(x, cached_memory=True)
         if "memory" in extras or set(state) != {"memory_key", "memory_value"}:
             raise layer_error(
@@ -332,7 +361,16 @@ class MultiHeadAttention(Layer):
         )
         return out, state
 
-    def _decode(self, cache, q, k, v, mask, key, train):
+    def _decode(
+        self,
+        cache: State,
+        q: jax.Array,
+        k: jax.Array,
+        v: jax.Array,
+        mask: jax.Array | None,
+        key: jax.Array | None,
+        train: bool,
+    ) -> tuple[jax.Array, State]:
         if set(cache) != _CACHE_KEYS:
             raise layer_error(self, f"expected a KV cache {sorted(_CACHE_KEYS)} as state")
         if cache["key"].shape[0] != q.shape[0]:

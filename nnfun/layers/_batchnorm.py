@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Hashable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from ..core._layer import Layer, layer_error
+from ..core._layer import Layer, Params, State, layer_error
 
 
 class BatchNorm(Layer):
@@ -57,13 +58,13 @@ class BatchNorm(Layer):
     use_bias: bool = True
     axis_name: Hashable | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not 0.0 <= self.momentum <= 1.0:
             raise ValueError(f"BatchNorm momentum must be in [0, 1], got {self.momentum!r}")
         if not self.epsilon > 0:
             raise ValueError(f"BatchNorm epsilon must be > 0, got {self.epsilon!r}")
 
-    def _check_input(self, x):
+    def _check_input(self, x: Any) -> None:
         if len(x.shape) < 2:
             raise layer_error(
                 self,
@@ -71,7 +72,7 @@ class BatchNorm(Layer):
                 "Fix: add a batch axis (BatchNorm needs one to take statistics over).",
             )
 
-    def init(self, key, x):
+    def init(self, key: jax.Array, x: Any) -> tuple[Params, State]:
         self._check_input(x)
         channels = (x.shape[-1],)
         params = {}
@@ -82,7 +83,7 @@ class BatchNorm(Layer):
         state = {"mean": jnp.zeros(channels, jnp.float32), "var": jnp.ones(channels, jnp.float32)}
         return params, state
 
-    def _check_state(self, state, x):
+    def _check_state(self, state: State, x: Any) -> None:
         if not isinstance(state, dict) or "mean" not in state or "var" not in state:
             keys = sorted(state) if isinstance(state, dict) else type(state).__name__
             raise layer_error(
@@ -97,7 +98,7 @@ class BatchNorm(Layer):
                 f"input shape {tuple(x.shape)}. Fix: re-run init with this input shape.",
             )
 
-    def _batch_stats(self, x):
+    def _batch_stats(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Mean and biased variance per channel, averaged across ``axis_name`` if set."""
         axes = tuple(range(x.ndim - 1))
         mean = jnp.mean(x, axis=axes)
@@ -109,7 +110,15 @@ class BatchNorm(Layer):
             var = jax.lax.pmean(var, self.axis_name)
         return mean, var
 
-    def apply(self, params, state, x, *, key=None, train=False):
+    def apply(
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        key: jax.Array | None = None,
+        train: bool = False,
+    ) -> tuple[Any, State]:
         self._check_input(x)
         self._check_state(state, x)
         xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
@@ -130,6 +139,6 @@ class BatchNorm(Layer):
             y = y + params["bias"].astype(xf.dtype).reshape(shape)
         return y.astype(x.dtype), state
 
-    def _update(self, running, batch):
+    def _update(self, running: jax.Array, batch: jax.Array) -> jax.Array:
         batch = jax.lax.stop_gradient(batch).astype(running.dtype)
         return self.momentum * running + (1.0 - self.momentum) * batch

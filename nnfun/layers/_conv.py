@@ -7,14 +7,14 @@ The helpers here (window tuples, padding) are shared with pooling.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
 
 from ..core._initializers import get_initializer
-from ..core._layer import Layer, layer_error
+from ..core._layer import Layer, Params, State, layer_error
 
 Padding = str | tuple[tuple[int, int], ...]
 
@@ -65,7 +65,9 @@ def normalise_padding(padding: Any, rank: int, owner: str, causal_ok: bool) -> P
     return pairs
 
 
-def explicit_padding(padding: Padding, sizes, windows, strides) -> tuple[tuple[int, int], ...]:
+def explicit_padding(
+    padding: Padding, sizes: Sequence[int], windows: Sequence[int], strides: Sequence[int]
+) -> tuple[tuple[int, int], ...]:
     """Resolves a padding to ``(low, high)`` pairs for inputs of spatial ``sizes``.
 
     ``windows`` are the effective (dilated) window sizes. SAME puts the odd
@@ -81,10 +83,11 @@ def explicit_padding(padding: Padding, sizes, windows, strides) -> tuple[tuple[i
             total = max((-(-n // s) - 1) * s + w - n, 0)
             pairs.append((total // 2, total - total // 2))
         return tuple(pairs)
+    assert not isinstance(padding, str), f"unnormalised padding {padding!r}"
     return padding
 
 
-def check_rank(layer: Layer, x, rank: int, what: str) -> None:
+def check_rank(layer: Layer, x: Any, rank: int, what: str) -> None:
     """Raises a layer error unless ``x`` is ``(batch, *spatial[rank], channels)``."""
     if len(x.shape) != rank + 2:
         raise layer_error(
@@ -95,7 +98,13 @@ def check_rank(layer: Layer, x, rank: int, what: str) -> None:
         )
 
 
-def check_window_fits(layer: Layer, x, windows, pads, what: str) -> None:
+def check_window_fits(
+    layer: Layer,
+    x: Any,
+    windows: Sequence[int],
+    pads: Sequence[tuple[int, int]],
+    what: str,
+) -> None:
     """Raises a layer error when a window is larger than the padded input along some axis."""
     sizes = x.shape[1:-1]
     for axis, (n, w, (lo, hi)) in enumerate(zip(sizes, windows, pads, strict=True)):
@@ -131,7 +140,7 @@ class _ConvBase(Layer):
     kernel_init: str | Callable[..., Any] = "lecun_normal"
     bias_init: str | Callable[..., Any] = "zeros"
 
-    def _check_common(self, owner: str):
+    def _check_common(self, owner: str) -> None:
         object.__setattr__(
             self, "kernel_size", window_tuple(self.kernel_size, owner, "kernel_size")
         )
@@ -151,8 +160,17 @@ class _ConvBase(Layer):
     def _groups(self) -> int:
         return self.feature_group_count
 
+    # __post_init__ stores strides and kernel_dilation as tuples, one entry per spatial axis.
+    @property
+    def _strides(self) -> tuple[int, ...]:
+        return cast(tuple[int, ...], self.strides)
+
+    @property
+    def _dilation(self) -> tuple[int, ...]:
+        return cast(tuple[int, ...], self.kernel_dilation)
+
     def _windows(self) -> tuple[int, ...]:
-        return tuple((k - 1) * d + 1 for k, d in zip(self.kernel_size, self.kernel_dilation))
+        return tuple((k - 1) * d + 1 for k, d in zip(self.kernel_size, self._dilation))
 
     def _check_channels(self, channels: int, kernel_in: int | None = None) -> None:
         groups = self._groups
@@ -169,7 +187,7 @@ class _ConvBase(Layer):
                 f"x {groups} groups), got {channels}. Fix: re-run init with this input shape.",
             )
 
-    def _make_params(self, key, channels: int):
+    def _make_params(self, key: jax.Array, channels: int) -> Params:
         kernel_key, bias_key = jax.random.split(key)
         shape = (*self.kernel_size, channels // self._groups, self.features)
         params = {"kernel": get_initializer(self.kernel_init)(kernel_key, shape, jnp.float32)}
@@ -179,7 +197,7 @@ class _ConvBase(Layer):
             )
         return params
 
-    def _add_bias(self, params, y):
+    def _add_bias(self, params: Params, y: jax.Array) -> jax.Array:
         if not self.use_bias:
             return y
         return y + params["bias"].reshape((1,) * (y.ndim - 1) + (-1,)).astype(y.dtype)
@@ -219,7 +237,7 @@ class Conv(_ConvBase):
         ((3, 3, 3, 8), (1, 14, 14, 8))
     """
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self._check_common("Conv")
         rank = len(self.kernel_size)
         object.__setattr__(
@@ -230,16 +248,24 @@ class Conv(_ConvBase):
                 f"Conv padding='CAUSAL' is for 1-D convolution, got kernel_size {self.kernel_size}"
             )
 
-    def _pads(self, x):
+    def _pads(self, x: Any) -> tuple[tuple[int, int], ...]:
         check_rank(self, x, len(self.kernel_size), "convolution")
-        return explicit_padding(self.padding, x.shape[1:-1], self._windows(), self.strides)
+        return explicit_padding(self.padding, x.shape[1:-1], self._windows(), self._strides)
 
-    def init(self, key, x):
+    def init(self, key: jax.Array, x: Any) -> tuple[Params, State]:
         check_window_fits(self, x, self._windows(), self._pads(x), "kernel")
         self._check_channels(x.shape[-1])
         return self._make_params(key, x.shape[-1]), {}
 
-    def apply(self, params, state, x, *, key=None, train=False):
+    def apply(
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        key: jax.Array | None = None,
+        train: bool = False,
+    ) -> tuple[Any, State]:
         kernel = params["kernel"]
         pads = self._pads(x)
         check_window_fits(self, x, self._windows(), pads, "kernel")
@@ -248,9 +274,9 @@ class Conv(_ConvBase):
         y = jax.lax.conv_general_dilated(
             x.astype(dtype),
             kernel.astype(dtype),
-            window_strides=self.strides,
+            window_strides=self._strides,
             padding=pads,
-            rhs_dilation=self.kernel_dilation,
+            rhs_dilation=self._dilation,
             dimension_numbers=dimension_numbers(len(self.kernel_size)),
             feature_group_count=self.feature_group_count,
         )
@@ -295,7 +321,7 @@ class ConvTranspose(_ConvBase):
         (1, 14, 14, 4)
     """
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self._check_common("ConvTranspose")
         object.__setattr__(
             self,
@@ -309,14 +335,15 @@ class ConvTranspose(_ConvBase):
         if self.padding == "SAME":
             # Full size (n-1)*s + w, target n*s: crop w - s, the odd one at the end,
             # mirroring where SAME Conv puts its padding.
-            crops = [w - s for w, s in zip(self._windows(), self.strides)]
+            crops = [w - s for w, s in zip(self._windows(), self._strides)]
             return tuple((max(c, 0) // 2, c - max(c, 0) // 2) for c in crops)
+        assert not isinstance(self.padding, str), f"unnormalised padding {self.padding!r}"
         return self.padding
 
-    def _check_input(self, x):
+    def _check_input(self, x: Any) -> None:
         check_rank(self, x, len(self.kernel_size), "transposed convolution")
         for axis, (n, w, s, (lo, hi)) in enumerate(
-            zip(x.shape[1:-1], self._windows(), self.strides, self._crops())
+            zip(x.shape[1:-1], self._windows(), self._strides, self._crops())
         ):
             if (n - 1) * s + w - lo - hi < 1:
                 raise layer_error(
@@ -325,12 +352,20 @@ class ConvTranspose(_ConvBase):
                     f"input shape {tuple(x.shape)}. Fix: crop less.",
                 )
 
-    def init(self, key, x):
+    def init(self, key: jax.Array, x: Any) -> tuple[Params, State]:
         self._check_input(x)
         self._check_channels(x.shape[-1])
         return self._make_params(key, x.shape[-1]), {}
 
-    def apply(self, params, state, x, *, key=None, train=False):
+    def apply(
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        key: jax.Array | None = None,
+        train: bool = False,
+    ) -> tuple[Any, State]:
         kernel = params["kernel"]
         self._check_input(x)
         self._check_channels(x.shape[-1], kernel.shape[-2])
@@ -347,8 +382,8 @@ class ConvTranspose(_ConvBase):
             flipped,
             window_strides=(1,) * rank,
             padding=pads,
-            lhs_dilation=self.strides,
-            rhs_dilation=self.kernel_dilation,
+            lhs_dilation=self._strides,
+            rhs_dilation=self._dilation,
             dimension_numbers=dimension_numbers(rank),
             # Groups carry over: the flipped kernel of group g still maps input
             # channel group g to output channel group g.

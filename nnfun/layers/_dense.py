@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from ..core._initializers import get_initializer
-from ..core._layer import Layer, layer_error
+from ..core._layer import Layer, Params, State, layer_error
 
 
 class Dense(Layer):
@@ -39,13 +39,13 @@ class Dense(Layer):
     kernel_init: str | Callable[..., Any] = "lecun_normal"
     bias_init: str | Callable[..., Any] = "zeros"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not isinstance(self.features, int) or self.features < 1:
             raise ValueError(f"Dense features must be a positive int, got {self.features!r}")
         get_initializer(self.kernel_init, "Dense kernel_init")
         get_initializer(self.bias_init, "Dense bias_init")
 
-    def init(self, key, x):
+    def init(self, key: jax.Array, x: Any) -> tuple[Params, State]:
         if len(x.shape) < 1:
             raise layer_error(self, f"expected an input with a feature axis, got shape {x.shape}")
         dtype = jnp.float32
@@ -59,7 +59,15 @@ class Dense(Layer):
             params["bias"] = get_initializer(self.bias_init)(bias_key, (self.features,), dtype)
         return params, {}
 
-    def apply(self, params, state, x, *, key=None, train=False):
+    def apply(
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        key: jax.Array | None = None,
+        train: bool = False,
+    ) -> tuple[Any, State]:
         kernel = params["kernel"]
         bias_shape = params["bias"].shape if self.use_bias else (self.features,)
         if kernel.ndim != 2 or kernel.shape[1] != self.features or bias_shape != (self.features,):

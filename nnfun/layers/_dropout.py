@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 
-from ..core._layer import Layer, require_key
+from ..core._layer import Layer, Params, State, require_key
 
 
 class Dropout(Layer):
@@ -27,14 +29,22 @@ class Dropout(Layer):
 
     rate: float
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not 0.0 <= self.rate < 1.0:
             raise ValueError(f"Dropout rate must be in [0, 1), got {self.rate!r}")
 
-    def init(self, key, x):
+    def init(self, key: jax.Array, x: Any) -> tuple[Params, State]:
         return {}, {}
 
-    def apply(self, params, state, x, *, key=None, train=False):
+    def apply(
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        key: jax.Array | None = None,
+        train: bool = False,
+    ) -> tuple[Any, State]:
         if not train or self.rate == 0.0:
             return x, state
         keep = jax.random.bernoulli(require_key(self, key), 1.0 - self.rate, x.shape)

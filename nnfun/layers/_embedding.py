@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..core._initializers import get_initializer
-from ..core._layer import Layer, layer_error
+from ..core._layer import Layer, Params, State, layer_error
 
 
 class Embedding(Layer):
@@ -50,14 +50,14 @@ class Embedding(Layer):
     features: int
     embedding_init: str | Callable[..., Any] = "normal"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for name in ("num_embeddings", "features"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"Embedding {name} must be a positive int, got {value!r}")
         get_initializer(self.embedding_init, "Embedding embedding_init")
 
-    def _check_ids(self, x):
+    def _check_ids(self, x: Any) -> None:
         if not jnp.issubdtype(x.dtype, jnp.integer):
             raise layer_error(
                 self,
@@ -65,7 +65,7 @@ class Embedding(Layer):
                 "Fix: pass token ids, e.g. ids.astype(jnp.int32).",
             )
 
-    def _check_range(self, x):
+    def _check_range(self, x: Any) -> None:
         if isinstance(x, jax.core.Tracer) or not hasattr(x, "__array__") or x.size == 0:
             return  # traced (under jit, grad, vmap) or abstract: no values to check
         ids = np.asarray(x)
@@ -78,18 +78,26 @@ class Embedding(Layer):
                 "id (the vocabulary size), and ids must not be negative.",
             )
 
-    def init(self, key, x):
+    def init(self, key: jax.Array, x: Any) -> tuple[Params, State]:
         self._check_ids(x)
         shape = (self.num_embeddings, self.features)
         return {"embedding": get_initializer(self.embedding_init)(key, shape, jnp.float32)}, {}
 
-    def apply(self, params, state, x, *, key=None, train=False):
+    def apply(
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        key: jax.Array | None = None,
+        train: bool = False,
+    ) -> tuple[Any, State]:
         self._check_ids(x)
         self._check_range(x)
         table = params["embedding"]
         return jnp.take(table, x, axis=0, mode="fill", fill_value=jnp.nan), state
 
-    def attend(self, params, x: jax.Array) -> jax.Array:
+    def attend(self, params: Params, x: jax.Array) -> jax.Array:
         """Tied output projection: scores of ``x`` against every embedding vector.
 
         Args:

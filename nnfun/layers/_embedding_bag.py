@@ -133,7 +133,7 @@ class EmbeddingBag(Layer):
         total = jax.ops.segment_sum(weights[:, None] * rows, segments, num_segments=bags)
         return self._combine(total, jax.ops.segment_sum(weights, segments, bags)), state
 
-    def _split(self, x):
+    def _split(self, x: Any) -> tuple[Any, dict[str, Any]]:
         ids, extras = split_inputs(self, x)
         if not hasattr(ids, "dtype") or not jnp.issubdtype(ids.dtype, jnp.integer):
             got = getattr(ids, "dtype", type(ids).__name__)
@@ -162,7 +162,7 @@ class EmbeddingBag(Layer):
             raise layer_error(self, "'mask' goes with padded ids (batch, bag), got flat ids")
         return ids, extras
 
-    def _weights(self, extras, ids, dtype):
+    def _weights(self, extras: dict[str, Any], ids: Any, dtype: Any) -> jax.Array:
         if "weights" not in extras:
             return jnp.ones(ids.shape, dtype)
         weights = extras["weights"]
@@ -176,7 +176,7 @@ class EmbeddingBag(Layer):
             )
         return jnp.asarray(weights, dtype)
 
-    def _padded_mask(self, extras, shape):
+    def _padded_mask(self, extras: dict[str, Any], shape: tuple[int, int]) -> jax.Array | None:
         batch, size = shape
         if "mask" in extras and "lengths" in extras:
             raise layer_error(self, "give either 'mask' or 'lengths', not both")
@@ -202,7 +202,7 @@ class EmbeddingBag(Layer):
             )
         return jnp.arange(size)[None, :] < jnp.asarray(lengths)[:, None]
 
-    def _lengths(self, lengths, batch):
+    def _lengths(self, lengths: Any, batch: int | None) -> Any:
         if jnp.ndim(lengths) != 1 or not jnp.issubdtype(lengths.dtype, jnp.integer):
             raise layer_error(
                 self,
@@ -213,7 +213,7 @@ class EmbeddingBag(Layer):
             raise layer_error(self, f"expected 'lengths' shaped ({batch},), got {lengths.shape}")
         return lengths
 
-    def _segments(self, extras, n):
+    def _segments(self, extras: dict[str, Any], n: int) -> tuple[jax.Array, int]:
         if "lengths" in extras:
             lengths = self._lengths(extras["lengths"], None)
             values = concrete(lengths)
@@ -251,7 +251,7 @@ class EmbeddingBag(Layer):
             )
         return segments, self.num_bags
 
-    def _check_range(self, ids, real):
+    def _check_range(self, ids: Any, real: Any) -> None:
         values = concrete(ids)
         if values is None or values.size == 0:
             return  # traced (under jit, grad, vmap) or abstract
@@ -265,7 +265,7 @@ class EmbeddingBag(Layer):
                 "exceed the largest id, and ids must not be negative.",
             )
 
-    def _combine(self, total, count):
+    def _combine(self, total: jax.Array, count: jax.Array) -> jax.Array:
         if self.combiner == "sum":
             return total
         safe = jnp.where(count == 0, 1, count)

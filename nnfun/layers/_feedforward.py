@@ -73,7 +73,7 @@ class FeedForward(Layer):
     def init(self, key: jax.Array, x: Any) -> tuple[Params, State]:
         if len(x.shape) < 2:
             raise layer_error(self, f"expected (..., features), got shape {tuple(x.shape)}")
-        params = {}
+        params: Params = {}
         layers = self._layers(x.shape[-1])
         for name in ("hidden", "gate"):
             if name in layers:

@@ -99,11 +99,13 @@ def _check_values(layer: Layer, g: Graph) -> None:
                 f"{n_nodes} nodes (valid 0..{n_nodes - 1}). Fix: offset each graph's indices "
                 "by the nodes before it, as nnfun.data.batch_graphs does.",
             )
-    counts = concrete(g.n_node), concrete(g.n_edge)
-    if counts[0] is not None and (counts[0].sum() > n_nodes or counts[1].sum() > n_edges):
+    n_node, n_edge = concrete(g.n_node), concrete(g.n_edge)
+    if n_node is None or n_edge is None:
+        return  # traced: no values to check
+    if n_node.sum() > n_nodes or n_edge.sum() > n_edges:
         raise layer_error(
             layer,
-            f"n_node sums to {int(counts[0].sum())} and n_edge to {int(counts[1].sum())}, but "
+            f"n_node sums to {int(n_node.sum())} and n_edge to {int(n_edge.sum())}, but "
             f"the batch has {n_nodes} nodes and {n_edges} edges. Fix: n_node/n_edge count the "
             "real nodes/edges of each graph; padding is what lies past their sums.",
         )
@@ -152,7 +154,15 @@ class OnNodes(Layer):
         graph = check_graph(self, x)
         return self.layer.init(key, graph.nodes)
 
-    def apply(self, params, state, x, *, key=None, train=False):
+    def apply(
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        key: jax.Array | None = None,
+        train: bool = False,
+    ) -> tuple[Any, State]:
         graph = check_graph(self, x)
         nodes, state = self.layer.apply(params, state, graph.nodes, key=key, train=train)
         return graph._replace(nodes=nodes), state
@@ -197,7 +207,15 @@ class GraphConv(Layer):
         graph = check_graph(self, x)
         return _dense_params(self, key, graph.nodes.shape[1], self.features, self.use_bias), {}
 
-    def apply(self, params, state, x, *, key=None, train=False):
+    def apply(
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        key: jax.Array | None = None,
+        train: bool = False,
+    ) -> tuple[Any, State]:
         graph = check_graph(self, x)
         n = graph.nodes.shape[0]
         h = graph.nodes @ params["kernel"]
@@ -212,7 +230,9 @@ class GraphConv(Layer):
         return graph._replace(nodes=out), state
 
 
-def _dense_params(layer: Layer, key, fan_in: int, features: int, use_bias: bool) -> Params:
+def _dense_params(
+    layer: GraphConv, key: jax.Array, fan_in: int, features: int, use_bias: bool
+) -> Params:
     params = {"kernel": get_initializer(layer.kernel_init)(key, (fan_in, features), jnp.float32)}
     if use_bias:
         params["bias"] = jnp.zeros((features,), jnp.float32)
@@ -257,12 +277,20 @@ class GIN(Layer):
     def init(self, key: jax.Array, x: Any) -> tuple[Params, State]:
         graph = check_graph(self, x)
         mlp, state, _ = init_child("mlp", self._mlp(), key, graph.nodes)
-        params = {"mlp": mlp}
+        params: Params = {"mlp": mlp}
         if self.learn_epsilon:
             params["epsilon"] = jnp.asarray(self.epsilon, jnp.float32)
         return params, {"mlp": state} if state else {}
 
-    def apply(self, params, state, x, *, key=None, train=False):
+    def apply(
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        key: jax.Array | None = None,
+        train: bool = False,
+    ) -> tuple[Any, State]:
         graph = check_graph(self, x)
         epsilon = params["epsilon"] if self.learn_epsilon else self.epsilon
         total = segment_sum(graph.nodes[graph.senders], graph.receivers, graph.nodes.shape[0])

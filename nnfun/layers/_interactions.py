@@ -145,7 +145,7 @@ class FactorizationMachine(Layer):
         pairs = 0.5 * (square_of_sum - sum_of_squares)
         return (jnp.sum(pairs, axis=-1, keepdims=True) if self.reduce else pairs), state
 
-    def _check(self, x):
+    def _check(self, x: Any) -> None:
         if jnp.ndim(x) != 3 or not jnp.issubdtype(x.dtype, jnp.floating):
             raise layer_error(
                 self,

@@ -7,17 +7,21 @@ bfloat16 loses most of its digits.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any, cast
+
+import jax
 import jax.numpy as jnp
 
 from .. import ops
-from ..core._layer import Layer, layer_error
+from ..core._layer import Layer, Params, State, layer_error
 
 
-def _stat_dtype(dtype):
+def _stat_dtype(dtype: Any) -> Any:
     return jnp.promote_types(dtype, jnp.float32)
 
 
-def _normalise_axes(axis, owner: str) -> tuple[int, ...]:
+def _normalise_axes(axis: int | Sequence[int], owner: str) -> tuple[int, ...]:
     axes = (axis,) if isinstance(axis, int) else tuple(axis)
     if (
         not axes
@@ -32,7 +36,9 @@ def _normalise_axes(axis, owner: str) -> tuple[int, ...]:
     return tuple(sorted(axes))
 
 
-def _affine(params, y, shape, use_scale: bool, use_bias: bool):
+def _affine(
+    params: Params, y: jax.Array, shape: tuple[int, ...], use_scale: bool, use_bias: bool
+) -> jax.Array:
     """Applies ``scale`` and ``bias`` of shape ``shape`` broadcast explicitly to ``y``."""
     if use_scale:
         y = y * params["scale"].reshape(shape).astype(y.dtype)
@@ -41,7 +47,7 @@ def _affine(params, y, shape, use_scale: bool, use_bias: bool):
     return y
 
 
-def _affine_params(features_shape, use_scale: bool, use_bias: bool):
+def _affine_params(features_shape: tuple[int, ...], use_scale: bool, use_bias: bool) -> Params:
     params = {}
     if use_scale:
         params["scale"] = jnp.ones(features_shape, jnp.float32)
@@ -50,7 +56,9 @@ def _affine_params(features_shape, use_scale: bool, use_bias: bool):
     return params
 
 
-def _scale_and_bias(params, x, use_scale: bool, use_bias: bool):
+def _scale_and_bias(
+    params: Params, x: jax.Array, use_scale: bool, use_bias: bool
+) -> tuple[jax.Array, jax.Array]:
     """The ``(features,)`` scale and bias for the fused ops: ones/zeros when not learned."""
     ones = jnp.ones((x.shape[-1],), _stat_dtype(x.dtype))
     scale = params["scale"] if use_scale else ones
@@ -71,42 +79,47 @@ class _AxesNorm(Layer):
     axis: int | tuple[int, ...] = -1
     fused: bool = True
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         owner = type(self).__name__
         object.__setattr__(self, "axis", _normalise_axes(self.axis, owner))
         if not self.epsilon > 0:
             raise ValueError(f"{owner} epsilon must be > 0, got {self.epsilon!r}")
 
-    def _check_rank(self, x):
-        if len(x.shape) < -self.axis[0]:
+    @property
+    def _axes(self) -> tuple[int, ...]:
+        # __post_init__ stores axis as a sorted tuple of negative ints.
+        return cast(tuple[int, ...], self.axis)
+
+    def _check_rank(self, x: Any) -> None:
+        if len(x.shape) < -self._axes[0]:
             raise layer_error(
                 self,
                 f"normalizes over axes {self.axis} but got an input of shape "
                 f"{tuple(x.shape)} with only {len(x.shape)} axes. Fix: pass an input with "
-                f"at least {-self.axis[0]} axes or choose a smaller axis.",
+                f"at least {-self._axes[0]} axes or choose a smaller axis.",
             )
 
-    def _features_shape(self, x):
-        return tuple(x.shape[a] for a in self.axis)
+    def _features_shape(self, x: Any) -> tuple[int, ...]:
+        return tuple(x.shape[a] for a in self._axes)
 
-    def _broadcast_shape(self, x):
+    def _broadcast_shape(self, x: Any) -> tuple[int, ...]:
         shape = [1] * x.ndim
-        for a in self.axis:
+        for a in self._axes:
             shape[a] = x.shape[a]
         return tuple(shape)
 
-    def init(self, key, x):
+    def init(self, key: jax.Array, x: Any) -> tuple[Params, State]:
         self._check_rank(x)
         return _affine_params(self._features_shape(x), self.use_scale, self.use_bias), {}
 
-    def _check_params(self, params, x):
+    def _check_params(self, params: Params, x: Any) -> None:
         self._check_rank(x)
         expected = self._features_shape(x)
         for name in ("scale", "bias"):
             if name in params and tuple(params[name].shape) != expected:
                 raise layer_error(
                     self,
-                    f"expected an input whose axes {self.axis} have sizes "
+                    f"expected an input whose axes {self._axes} have sizes "
                     f"{tuple(params[name].shape)} (the {name} shape), got input shape "
                     f"{tuple(x.shape)}. Fix: re-run init with this input shape.",
                 )
@@ -146,15 +159,23 @@ class LayerNorm(_AxesNorm):
         ([0.0, 0.0], (3,))
     """
 
-    def apply(self, params, state, x, *, key=None, train=False):
+    def apply(
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        key: jax.Array | None = None,
+        train: bool = False,
+    ) -> tuple[Any, State]:
         self._check_params(params, x)
-        if self.fused and self.axis == (-1,):
+        if self.fused and self._axes == (-1,):
             scale, bias = _scale_and_bias(params, x, self.use_scale, self.use_bias)
             return ops.layer_norm(x, scale, bias, self.epsilon), state
         xf = x.astype(_stat_dtype(x.dtype))
-        mean = jnp.mean(xf, axis=self.axis, keepdims=True)
+        mean = jnp.mean(xf, axis=self._axes, keepdims=True)
         centred = xf - mean
-        var = jnp.mean(jnp.square(centred), axis=self.axis, keepdims=True)
+        var = jnp.mean(jnp.square(centred), axis=self._axes, keepdims=True)
         y = centred * jnp.reciprocal(jnp.sqrt(var + self.epsilon))
         y = _affine(params, y, self._broadcast_shape(x), self.use_scale, self.use_bias)
         return y.astype(x.dtype), state
@@ -188,16 +209,24 @@ class RMSNorm(_AxesNorm):
     epsilon: float = 1e-6
     use_bias: bool = False
 
-    def apply(self, params, state, x, *, key=None, train=False):
+    def apply(
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        key: jax.Array | None = None,
+        train: bool = False,
+    ) -> tuple[Any, State]:
         self._check_params(params, x)
-        if self.fused and self.axis == (-1,):
+        if self.fused and self._axes == (-1,):
             scale, _ = _scale_and_bias(params, x, self.use_scale, False)
             y = ops.rms_norm(x, scale, self.epsilon)
             if self.use_bias:
                 y = y + params["bias"].reshape((1,) * (x.ndim - 1) + (-1,)).astype(y.dtype)
             return y, state
         xf = x.astype(_stat_dtype(x.dtype))
-        mean_square = jnp.mean(jnp.square(xf), axis=self.axis, keepdims=True)
+        mean_square = jnp.mean(jnp.square(xf), axis=self._axes, keepdims=True)
         y = xf * jnp.reciprocal(jnp.sqrt(mean_square + self.epsilon))
         y = _affine(params, y, self._broadcast_shape(x), self.use_scale, self.use_bias)
         return y.astype(x.dtype), state
@@ -233,7 +262,7 @@ class GroupNorm(Layer):
     use_scale: bool = True
     use_bias: bool = True
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not isinstance(self.num_groups, int) or self.num_groups < 1:
             raise ValueError(
                 f"GroupNorm num_groups must be a positive int, got {self.num_groups!r}"
@@ -241,7 +270,7 @@ class GroupNorm(Layer):
         if not self.epsilon > 0:
             raise ValueError(f"GroupNorm epsilon must be > 0, got {self.epsilon!r}")
 
-    def _check(self, x):
+    def _check(self, x: Any) -> None:
         if len(x.shape) < 2:
             raise layer_error(
                 self,
@@ -257,11 +286,19 @@ class GroupNorm(Layer):
                 f"num_groups among the divisors of {channels}.",
             )
 
-    def init(self, key, x):
+    def init(self, key: jax.Array, x: Any) -> tuple[Params, State]:
         self._check(x)
         return _affine_params((x.shape[-1],), self.use_scale, self.use_bias), {}
 
-    def apply(self, params, state, x, *, key=None, train=False):
+    def apply(
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        key: jax.Array | None = None,
+        train: bool = False,
+    ) -> tuple[Any, State]:
         self._check(x)
         if "scale" in params and params["scale"].shape != (x.shape[-1],):
             raise layer_error(

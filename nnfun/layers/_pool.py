@@ -7,13 +7,14 @@ channels or examples.
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..core._layer import Layer, layer_error
+from ..core._layer import Layer, Params, State, layer_error
 from ._conv import (
     check_rank,
     check_window_fits,
@@ -25,22 +26,37 @@ from ._conv import (
 
 
 class _WindowPool(Layer):
-    """Shared fields and checks of MaxPool and AvgPool."""
+    """Shared fields and checks of MaxPool and AvgPool (fields documented on each)."""
 
-    def _normalise(self, owner: str):
+    window: tuple[int, ...]
+    strides: int | tuple[int, ...] | None = None
+    padding: str | tuple[tuple[int, int], ...] = "VALID"
+
+    def _normalise(self, owner: str) -> None:
         object.__setattr__(self, "window", window_tuple(self.window, owner, "window"))
         rank = len(self.window)
         strides = self.window if self.strides is None else self.strides
         object.__setattr__(self, "strides", per_axis(strides, rank, owner, "strides"))
         object.__setattr__(self, "padding", normalise_padding(self.padding, rank, owner, False))
 
-    def _pads(self, x):
+    @property
+    def _strides(self) -> tuple[int, ...]:
+        # _normalise stores the strides as a tuple, one entry per spatial axis.
+        return cast(tuple[int, ...], self.strides)
+
+    def _pads(self, x: Any) -> tuple[tuple[int, int], ...]:
         check_rank(self, x, len(self.window), "pool")
-        pads = explicit_padding(self.padding, x.shape[1:-1], self.window, self.strides)
+        pads = explicit_padding(self.padding, x.shape[1:-1], self.window, self._strides)
         check_window_fits(self, x, self.window, pads, "pooling")
         return pads
 
-    def _reduce(self, x, init: Any, op, pads):
+    def _reduce(
+        self,
+        x: jax.Array,
+        init: Any,
+        op: Callable[[Any, Any], Any],
+        pads: tuple[tuple[int, int], ...],
+    ) -> jax.Array:
         # A NumPy init value stays concrete under jit, so JAX recognises max/add with
         # their identity as a differentiable monoid reduction (a traced init is not).
         return jax.lax.reduce_window(
@@ -48,11 +64,11 @@ class _WindowPool(Layer):
             np.array(init, x.dtype),
             op,
             window_dimensions=(1, *self.window, 1),
-            window_strides=(1, *self.strides, 1),
+            window_strides=(1, *self._strides, 1),
             padding=((0, 0), *pads, (0, 0)),
         )
 
-    def init(self, key, x):
+    def init(self, key: jax.Array, x: Any) -> tuple[Params, State]:
         self._pads(x)
         return {}, {}
 
@@ -76,14 +92,18 @@ class MaxPool(_WindowPool):
         [1.0, 3.0, 5.0, 7.0]
     """
 
-    window: tuple[int, ...]
-    strides: int | tuple[int, ...] | None = None
-    padding: str | tuple[tuple[int, int], ...] = "VALID"
-
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self._normalise("MaxPool")
 
-    def apply(self, params, state, x, *, key=None, train=False):
+    def apply(
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        key: jax.Array | None = None,
+        train: bool = False,
+    ) -> tuple[Any, State]:
         pads = self._pads(x)
         lowest = -jnp.inf if jnp.issubdtype(x.dtype, jnp.floating) else jnp.iinfo(x.dtype).min
         return self._reduce(x, lowest, jax.lax.max, pads), state
@@ -110,14 +130,18 @@ class AvgPool(_WindowPool):
         [0.5, 2.5, 4.5]
     """
 
-    window: tuple[int, ...]
-    strides: int | tuple[int, ...] | None = None
-    padding: str | tuple[tuple[int, int], ...] = "VALID"
-
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self._normalise("AvgPool")
 
-    def apply(self, params, state, x, *, key=None, train=False):
+    def apply(
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        key: jax.Array | None = None,
+        train: bool = False,
+    ) -> tuple[Any, State]:
         pads = self._pads(x)
         total = self._reduce(x, 0, jax.lax.add, pads)
         if all(p == (0, 0) for p in pads):
@@ -130,11 +154,11 @@ class AvgPool(_WindowPool):
 
 
 class _GlobalPool(Layer):
-    def init(self, key, x):
+    def init(self, key: jax.Array, x: Any) -> tuple[Params, State]:
         self._check(x)
         return {}, {}
 
-    def _check(self, x):
+    def _check(self, x: Any) -> None:
         if len(x.shape) < 3:
             raise layer_error(
                 self,
@@ -154,7 +178,15 @@ class GlobalAvgPool(_GlobalPool):
         (2, 3)
     """
 
-    def apply(self, params, state, x, *, key=None, train=False):
+    def apply(
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        key: jax.Array | None = None,
+        train: bool = False,
+    ) -> tuple[Any, State]:
         self._check(x)
         return jnp.mean(x, axis=tuple(range(1, x.ndim - 1))), state
 
@@ -171,6 +203,14 @@ class GlobalMaxPool(_GlobalPool):
         [[4.0, 5.0]]
     """
 
-    def apply(self, params, state, x, *, key=None, train=False):
+    def apply(
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        key: jax.Array | None = None,
+        train: bool = False,
+    ) -> tuple[Any, State]:
         self._check(x)
         return jnp.max(x, axis=tuple(range(1, x.ndim - 1))), state

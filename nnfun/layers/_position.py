@@ -16,13 +16,13 @@ import jax.numpy as jnp
 
 from ..core._children import split_inputs
 from ..core._initializers import get_initializer
-from ..core._layer import Layer, layer_error
+from ..core._layer import Layer, Params, State, layer_error
 from ..core._masks import concrete
 
 _OFFSET = frozenset({"offset"})
 
 
-def _unpack(layer: Layer, x) -> tuple[jax.Array, Any]:
+def _unpack(layer: Layer, x: Any) -> tuple[jax.Array, Any]:
     x, extras = split_inputs(layer, x)
     if len(x.shape) != 3:
         raise layer_error(
@@ -31,7 +31,7 @@ def _unpack(layer: Layer, x) -> tuple[jax.Array, Any]:
     return x, extras.get("offset", 0)
 
 
-def _check_length(layer: Layer, length: int, offset, max_length: int | None) -> None:
+def _check_length(layer: Layer, length: int, offset: Any, max_length: int | None) -> None:
     start = concrete(offset)
     end = length + (0 if start is None else int(start))
     if max_length is not None and end > max_length:
@@ -80,14 +80,22 @@ class SinusoidalPositions(Layer):
     max_length: int = 2048
     base: float = 10000.0
 
-    extras = _OFFSET  # type: ignore[assignment]
+    extras = _OFFSET
 
-    def init(self, key, x):
+    def init(self, key: jax.Array, x: Any) -> tuple[Params, State]:
         x, offset = _unpack(self, x)
         _check_length(self, x.shape[1], offset, self.max_length)
         return {}, {}
 
-    def apply(self, params, state, x, *, key=None, train=False):
+    def apply(
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        key: jax.Array | None = None,
+        train: bool = False,
+    ) -> tuple[Any, State]:
         x, offset = _unpack(self, x)
         _check_length(self, x.shape[1], offset, self.max_length)
         positions = offset + jnp.arange(x.shape[1])
@@ -117,14 +125,14 @@ class LearnedPositions(Layer):
     max_length: int
     embedding_init: str | Callable[..., Any] = "normal"
 
-    extras = _OFFSET  # type: ignore[assignment]
+    extras = _OFFSET
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not isinstance(self.max_length, int) or self.max_length < 1:
             raise ValueError(f"LearnedPositions max_length must be >= 1, got {self.max_length!r}")
         get_initializer(self.embedding_init, "LearnedPositions embedding_init")
 
-    def init(self, key, x):
+    def init(self, key: jax.Array, x: Any) -> tuple[Params, State]:
         x, offset = _unpack(self, x)
         _check_length(self, x.shape[1], offset, self.max_length)
         table = get_initializer(self.embedding_init)(
@@ -132,7 +140,15 @@ class LearnedPositions(Layer):
         )
         return {"embedding": table}, {}
 
-    def apply(self, params, state, x, *, key=None, train=False):
+    def apply(
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        key: jax.Array | None = None,
+        train: bool = False,
+    ) -> tuple[Any, State]:
         x, offset = _unpack(self, x)
         table = params["embedding"]
         _check_length(self, x.shape[1], offset, table.shape[0])
@@ -169,9 +185,9 @@ class RotaryPositions(Layer):
     base: float = 10000.0
     max_length: int | None = None
 
-    extras = _OFFSET  # type: ignore[assignment]
+    extras = _OFFSET
 
-    def _check(self, x, offset=0):
+    def _check(self, x: Any, offset: Any = 0) -> None:
         if len(x.shape) != 4 or x.shape[-1] % 2:
             raise layer_error(
                 self,
@@ -180,7 +196,7 @@ class RotaryPositions(Layer):
             )
         _check_length(self, x.shape[1], offset, self.max_length)
 
-    def init(self, key, x):
+    def init(self, key: jax.Array, x: Any) -> tuple[Params, State]:
         self._check(x)
         return {}, {}
 
@@ -194,7 +210,15 @@ class RotaryPositions(Layer):
         first, second = x[..., :half], x[..., half:]
         return jnp.concatenate([first * cos - second * sin, first * sin + second * cos], -1)
 
-    def apply(self, params, state, x, *, key=None, train=False):
+    def apply(
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        key: jax.Array | None = None,
+        train: bool = False,
+    ) -> tuple[Any, State]:
         x, extras = split_inputs(self, x)
         offset = extras.get("offset", 0)
         self._check(x, offset)

@@ -48,7 +48,15 @@ class Readout(Layer):
         check_graph(self, x)
         return {}, {}
 
-    def apply(self, params, state, x, *, key=None, train=False):
+    def apply(
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        key: jax.Array | None = None,
+        train: bool = False,
+    ) -> tuple[Any, State]:
         graph = check_graph(self, x)
         reduce = REDUCTIONS[self.reduction]
         return reduce(graph.nodes, node_graph_ids(graph), graph.n_node.shape[0]), state
@@ -92,7 +100,15 @@ class Set2Set(Layer):
         lstm, _, _ = init_child("lstm", LSTM(f), key, (carry, star))
         return {"lstm": lstm}, {}
 
-    def apply(self, params, state, x, *, key=None, train=False):
+    def apply(
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        key: jax.Array | None = None,
+        train: bool = False,
+    ) -> tuple[Any, State]:
         graph = check_graph(self, x)
         nodes, g = graph.nodes, graph.n_node.shape[0]
         # Padding nodes (graph id g) form an extra segment of their own, dropped at the end,

@@ -11,16 +11,16 @@ product over all time steps before the scan (``benchmarks/NOTES.md``, phase 5).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 
 from ..core._initializers import get_initializer
-from ..core._layer import Layer, layer_error
+from ..core._layer import Layer, Params, State, layer_error
 
 
-def _orthogonal_blocks(key, features: int, blocks: int, dtype) -> jax.Array:
+def _orthogonal_blocks(key: jax.Array, features: int, blocks: int, dtype: Any) -> jax.Array:
     # One orthogonal (F, F) matrix per gate: a gate's recurrence is then norm-preserving.
     keys = jax.random.split(key, blocks)
     init = jax.nn.initializers.orthogonal()
@@ -41,21 +41,23 @@ class RecurrentCell(Layer):
         """The carry at the start of a sequence (zeros)."""
         raise NotImplementedError(f"{type(self).__name__} does not implement initial_carry")
 
-    def project_inputs(self, params, x: jax.Array) -> jax.Array:
+    def project_inputs(self, params: Params, x: jax.Array) -> jax.Array:
         """The part of the step that depends on the input only; any leading shape."""
         return x
 
-    def step(self, params, carry, projected: jax.Array) -> tuple[Any, jax.Array]:
+    def step(self, params: Params, carry: Any, projected: jax.Array) -> tuple[Any, jax.Array]:
         """One step from a carry and a projected input: ``(new_carry, y_t)``."""
         (carry, y), _ = self.apply(params, {}, (carry, projected))
         return carry, y
 
-    def check_carry(self, carry, batch_size: int) -> None:
+    def check_carry(self, carry: Any, batch_size: int) -> None:
         """Raises a clear error if ``carry`` is not shaped like ``initial_carry(batch_size)``."""
         want = jax.eval_shape(lambda: self.initial_carry(batch_size))
         want_shapes = jax.tree.map(lambda a: a.shape, want)
         got_shapes = jax.tree.map(lambda a: jnp.shape(a), carry)
-        if jax.tree.structure(want) != jax.tree.structure(carry) or want_shapes != got_shapes:
+        # jaxlib ships no stub for PyTreeDef, so mypy does not know it compares.
+        same_structure = jax.tree.structure(want) == jax.tree.structure(carry)  # type: ignore[operator]
+        if not same_structure or want_shapes != got_shapes:
             raise layer_error(
                 self,
                 f"expected a carry shaped {want_shapes} (batch {batch_size}, "
@@ -69,14 +71,22 @@ class _GatedCell(RecurrentCell):
 
     gates = 1
 
-    def __post_init__(self):
+    if TYPE_CHECKING:  # fields of each subclass, declared there to keep their order
+
+        @property
+        def features(self) -> int: ...
+
+        @property
+        def kernel_init(self) -> str | Callable[..., Any]: ...
+
+    def __post_init__(self) -> None:
         if not isinstance(self.features, int) or self.features < 1:
             raise ValueError(
                 f"{type(self).__name__} features must be a positive int, got {self.features!r}"
             )
         get_initializer(self.kernel_init, f"{type(self).__name__} kernel_init")
 
-    def init(self, key, x):
+    def init(self, key: jax.Array, x: Any) -> tuple[Params, State]:
         x_t = x[1] if isinstance(x, tuple) else x
         if len(x_t.shape) != 2:
             raise layer_error(
@@ -98,7 +108,7 @@ class _GatedCell(RecurrentCell):
     def _initial_bias(self) -> jax.Array:
         return jnp.zeros((self.gates * self.features,), jnp.float32)
 
-    def project_inputs(self, params, x):
+    def project_inputs(self, params: Params, x: jax.Array) -> jax.Array:
         kernel = params["input_kernel"]
         if x.shape[-1] != kernel.shape[0]:
             raise layer_error(
@@ -109,7 +119,15 @@ class _GatedCell(RecurrentCell):
         y = jnp.dot(x.reshape(-1, x.shape[-1]), kernel) + params["bias"][None, :]
         return y.reshape(*x.shape[:-1], kernel.shape[1])
 
-    def apply(self, params, state, x, *, key=None, train=False):
+    def apply(
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        key: jax.Array | None = None,
+        train: bool = False,
+    ) -> tuple[Any, State]:
         if not (isinstance(x, tuple) and len(x) == 2):
             raise layer_error(
                 self,
@@ -121,10 +139,10 @@ class _GatedCell(RecurrentCell):
         new_carry, y = self.step(params, carry, self.project_inputs(params, x_t))
         return (new_carry, y), state
 
-    def initial_carry(self, batch_size, dtype=jnp.float32):
+    def initial_carry(self, batch_size: int, dtype: Any = jnp.float32) -> Any:
         return jnp.zeros((batch_size, self.features), dtype)
 
-    def _recurrent(self, params, h):
+    def _recurrent(self, params: Params, h: jax.Array) -> jax.Array:
         return jnp.dot(h, params["recurrent_kernel"])
 
 
@@ -151,7 +169,7 @@ class SimpleRNN(_GatedCell):
     features: int
     kernel_init: str | Callable[..., Any] = "glorot_uniform"
 
-    def step(self, params, carry, projected):
+    def step(self, params: Params, carry: Any, projected: jax.Array) -> tuple[Any, jax.Array]:
         h = jnp.tanh(projected + self._recurrent(params, carry))
         return h, h
 
@@ -188,15 +206,15 @@ class LSTM(_GatedCell):
     kernel_init: str | Callable[..., Any] = "glorot_uniform"
     gates = 4
 
-    def _initial_bias(self):
+    def _initial_bias(self) -> jax.Array:
         bias = jnp.zeros((4, self.features), jnp.float32).at[1].set(self.forget_bias)
         return bias.reshape(-1)
 
-    def initial_carry(self, batch_size, dtype=jnp.float32):
+    def initial_carry(self, batch_size: int, dtype: Any = jnp.float32) -> Any:
         zeros = jnp.zeros((batch_size, self.features), dtype)
         return (zeros, zeros)
 
-    def step(self, params, carry, projected):
+    def step(self, params: Params, carry: Any, projected: jax.Array) -> tuple[Any, jax.Array]:
         h, c = carry
         i, f, g, o = jnp.split(projected + self._recurrent(params, h), 4, axis=-1)
         c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
@@ -235,12 +253,12 @@ class GRU(_GatedCell):
     kernel_init: str | Callable[..., Any] = "glorot_uniform"
     gates = 3
 
-    def init(self, key, x):
+    def init(self, key: jax.Array, x: Any) -> tuple[Params, State]:
         params, state = super().init(key, x)
         params["recurrent_bias"] = jnp.zeros_like(params["bias"])
         return params, state
 
-    def step(self, params, carry, projected):
+    def step(self, params: Params, carry: Any, projected: jax.Array) -> tuple[Any, jax.Array]:
         hidden = self._recurrent(params, carry) + params["recurrent_bias"][None, :]
         xr, xz, xn = jnp.split(projected, 3, axis=-1)
         hr, hz, hn = jnp.split(hidden, 3, axis=-1)

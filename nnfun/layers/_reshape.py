@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
-from ..core._layer import Layer, layer_error
+import jax
+
+from ..core._layer import Layer, Params, State, layer_error
 
 
 class Flatten(Layer):
@@ -18,12 +21,20 @@ class Flatten(Layer):
         (2, 12)
     """
 
-    def init(self, key, x):
+    def init(self, key: jax.Array, x: Any) -> tuple[Params, State]:
         if len(x.shape) < 1:
             raise layer_error(self, f"expected a batch axis, got a scalar of shape {x.shape}")
         return {}, {}
 
-    def apply(self, params, state, x, *, key=None, train=False):
+    def apply(
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        key: jax.Array | None = None,
+        train: bool = False,
+    ) -> tuple[Any, State]:
         return x.reshape(x.shape[0], -1), state
 
 
@@ -40,12 +51,12 @@ class Reshape(Layer):
 
     shape: tuple[int, ...]
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         object.__setattr__(self, "shape", tuple(self.shape))
         if sum(d == -1 for d in self.shape) > 1:
             raise ValueError(f"Reshape allows at most one -1, got {self.shape}")
 
-    def init(self, key, x):
+    def init(self, key: jax.Array, x: Any) -> tuple[Params, State]:
         size = math.prod(x.shape[1:])
         known = math.prod(d for d in self.shape if d != -1)
         fits = size % known == 0 if -1 in self.shape else size == known
@@ -57,5 +68,13 @@ class Reshape(Layer):
             )
         return {}, {}
 
-    def apply(self, params, state, x, *, key=None, train=False):
+    def apply(
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        key: jax.Array | None = None,
+        train: bool = False,
+    ) -> tuple[Any, State]:
         return x.reshape(x.shape[0], *self.shape), state

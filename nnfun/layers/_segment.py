@@ -7,6 +7,8 @@ of every graph's readout. Empty segments give 0 (not ``-inf`` for the max).
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 
@@ -23,7 +25,7 @@ def segment_sum(data: jax.Array, segment_ids: jax.Array, num_segments: int) -> j
     return jax.ops.segment_sum(data, segment_ids, num_segments)
 
 
-def segment_count(segment_ids: jax.Array, num_segments: int, dtype=jnp.float32) -> jax.Array:
+def segment_count(segment_ids: jax.Array, num_segments: int, dtype: Any = jnp.float32) -> jax.Array:
     """How many rows each segment has: ``(num_segments,)``."""
     return jax.ops.segment_sum(jnp.ones(segment_ids.shape, dtype), segment_ids, num_segments)
 

@@ -142,7 +142,7 @@ class TransformerBlock(_Block):
         (3, 4, 8)
     """
 
-    extras = frozenset(_SELF)  # type: ignore[assignment]
+    extras = frozenset(_SELF)
 
     def init(self, key: jax.Array, x: Any) -> tuple[Params, State]:
         x, extras = split_inputs(self, x)
@@ -211,7 +211,7 @@ class DecoderBlock(_Block):
         (2, 4, 8)
     """
 
-    extras = frozenset(_SELF + _CROSS)  # type: ignore[assignment]
+    extras = frozenset(_SELF + _CROSS)
 
     @property
     def cross_attention(self) -> MultiHeadAttention:
