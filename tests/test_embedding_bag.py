@@ -222,3 +222,13 @@ def test_bad_settings():
         nf.EmbeddingBag(5, 2, combiner="max")
     with pytest.raises(ValueError, match="num_embeddings must be a positive int"):
         nf.EmbeddingBag(0, 2)
+
+
+def test_concrete_ids_closed_over_by_jit(key):
+    # The ids are constants while the lengths' mask is traced: no check, no error.
+    ids, lengths, bags = ragged()
+    layer = nf.EmbeddingBag(11, 3)
+    x = {"inputs": jnp.asarray(ids), "lengths": jnp.asarray(lengths)}
+    params, state, table = table_of(layer, x, key)
+    y = jax.jit(lambda p: layer.apply(p, state, x)[0])(params)
+    np.testing.assert_allclose(y, reference(table, bags), rtol=1e-5, atol=1e-7)

@@ -20,7 +20,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from ..core._children import split_inputs
 from ..core._initializers import get_initializer
@@ -256,7 +255,10 @@ class EmbeddingBag(Layer):
         if values is None or values.size == 0:
             return  # traced (under jit, grad, vmap) or abstract
         if real is not None:
-            values = values[np.asarray(real)]
+            mask = concrete(real)
+            if mask is None:  # concrete ids closed over by jit, but the mask is traced
+                return
+            values = values[mask]
         if values.size and (values.min() < 0 or values.max() >= self.num_embeddings):
             raise layer_error(
                 self,
