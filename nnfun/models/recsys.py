@@ -31,7 +31,9 @@ class Features(Layer):
     ``Features({"id": nf.Embedding(943, 32), "age": nf.Embedding(7, 8)})`` maps
     ``{"id": (batch,), "age": (batch,)}`` to ``(batch, 40)``. An entry may be a
     ``{"inputs": ..., "lengths": ...}`` dict for a layer that reads extras (an
-    :class:`~nnfun.EmbeddingBag`). Params are keyed by the entry names.
+    :class:`~nnfun.EmbeddingBag`). Params are keyed by the entry names, and the
+    outputs are concatenated in sorted name order (as the params and configs list
+    them), whatever the dict's insertion order.
 
     Example:
         >>> import jax, jax.numpy as jnp, nnfun as nf
