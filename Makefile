@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 JOBS ?= 2
+# MovieLens-100K ships in this wheel; --no-deps because its own dependencies pull torch and
+# ray, and nnfun only reads its data files (an extra in pyproject.toml cannot say --no-deps).
+RECBOLE := recbole==1.2.1
 
 .PHONY: demo test lint unit notebooks docs bench clean
 
@@ -12,10 +15,12 @@ $(PY):
 
 $(VENV)/.demo-installed: pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e ".[data]"
+	$(PY) -m pip install --quiet --no-deps $(RECBOLE)
 	touch $@
 
 $(VENV)/.dev-installed: pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet --no-deps $(RECBOLE)
 	touch $@ $(VENV)/.demo-installed
 
 demo: $(VENV)/.demo-installed
@@ -42,6 +47,7 @@ bench: $(VENV)/.dev-installed
 	$(PY) benchmarks/rnn_step.py
 	$(PY) benchmarks/more_models.py
 	$(PY) benchmarks/gpt_step.py
+	$(PY) benchmarks/recsys_step.py
 	$(PY) benchmarks/compile_time.py --only stack,sequential
 
 clean:
