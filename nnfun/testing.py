@@ -40,7 +40,9 @@ def check_shapes(layer: Layer, x: Any, *, key: jax.Array, train: bool = False) -
     return y
 
 
-def check_jit(layer: Layer, x: Any, *, key: jax.Array, train: bool = False, atol=1e-5) -> None:
+def check_jit(
+    layer: Layer, x: Any, *, key: jax.Array, train: bool = False, atol: float = 1e-5
+) -> None:
     """``jax.jit(apply)`` computes what eager ``apply`` computes."""
     params, state = layer.init(key, x)
     run = functools.partial(layer.apply, key=key, train=train)
@@ -49,7 +51,7 @@ def check_jit(layer: Layer, x: Any, *, key: jax.Array, train: bool = False, atol
     )
 
 
-def check_vmap(layer: Layer, x: Any, *, key: jax.Array, atol=1e-5) -> None:
+def check_vmap(layer: Layer, x: Any, *, key: jax.Array, atol: float = 1e-5) -> None:
     """``jax.vmap`` over an extra leading axis equals applying per slice (train=False)."""
     params, state = layer.init(key, x)
     stacked = jax.tree.map(lambda a: jnp.stack([a, a[::-1]]), x)
@@ -70,8 +72,8 @@ def check_gradients(
     train: bool = False,
     wrt_input: bool = True,
     modes: tuple[str, ...] = ("rev",),
-    atol=1e-5,
-    rtol=1e-5,
+    atol: float = 1e-5,
+    rtol: float = 1e-5,
 ) -> None:
     """Derivatives agree with finite differences, in float64.
 
@@ -83,7 +85,7 @@ def check_gradients(
         p64, x64 = _cast(params, jnp.float64), _cast(x, jnp.float64)
         s64 = _cast(state, jnp.float64)
 
-        def loss(p, xs):
+        def loss(p: dict[str, Any], xs: Any) -> Any:
             y, _ = layer.apply(p, s64, xs, key=key, train=train)
             leaves = [
                 jnp.sum(jnp.sin(leaf))
@@ -183,6 +185,8 @@ def check_serialization(layer: Layer, x: Any, *, key: jax.Array | None = None) -
         restored = load(path, like=tree)
     chex.assert_trees_all_equal_structs(restored, tree)
     flat, _ = jax.tree_util.tree_flatten_with_path(tree)
-    for (path, a), b in zip(flat, jax.tree.leaves(restored), strict=True):
+    for (key_path, a), b in zip(flat, jax.tree.leaves(restored), strict=True):
         if _bits(a) != _bits(b):
-            raise AssertionError(f"{jax.tree_util.keystr(path)} changed in a save/load round trip")
+            raise AssertionError(
+                f"{jax.tree_util.keystr(key_path)} changed in a save/load round trip"
+            )

@@ -17,8 +17,8 @@ import os
 import secrets
 import struct
 import sys
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Any, BinaryIO
 
 import ml_dtypes
 import numpy as np
@@ -149,7 +149,7 @@ def temp_name(path: str | os.PathLike) -> str:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike):
+def atomic_open(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     """Opens a temporary file for writing; on success it replaces ``path`` in one step.
 
     The data is flushed and fsynced before ``os.replace``, and the directory after

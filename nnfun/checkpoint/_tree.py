@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -76,7 +76,7 @@ def _py_kind(leaf: bool | int | float) -> str:
 class _Encoder:
     """Walks a pytree, collecting ``{name: np.ndarray}`` and returning its JSON skeleton."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.tensors: dict[str, np.ndarray] = {}
 
     def add(self, name: str, array: np.ndarray) -> str:
@@ -97,7 +97,7 @@ class _Encoder:
             return {"key": self.add(prefix, data), "impl": _key_impl(tree)}
         if _is_python_scalar(tree):
             kind = _py_kind(tree)
-            array = np.asarray(tree, dtype=_PY_TYPES[kind][1])
+            array: np.ndarray = np.asarray(tree, dtype=_PY_TYPES[kind][1])
             return {"py": kind, "t": self.add(prefix, array)}
         if isinstance(tree, (np.ndarray, np.generic, jax.Array)):
             return {"t": self.add(prefix, np.asarray(tree))}
@@ -106,7 +106,8 @@ class _Encoder:
                 "dict": [[_json_key(k), self.encode(v, _join(prefix, k))] for k, v in tree.items()]
             }
         if isinstance(tree, tuple) and hasattr(type(tree), "_fields"):
-            fields = [[f, self.encode(getattr(tree, f), _join(prefix, f))] for f in tree._fields]
+            names = cast(Any, tree)._fields  # a namedtuple
+            fields = [[f, self.encode(getattr(tree, f), _join(prefix, f))] for f in names]
             return {"namedtuple": _type_name(tree), "fields": fields}
         if isinstance(tree, (list, tuple)):
             items = [self.encode(v, _join(prefix, i)) for i, v in enumerate(tree)]
@@ -310,7 +311,7 @@ def _restore(path: Any, like: Any, tensors: Mapping[str, np.ndarray], kinds: dic
 
 
 def _mismatch_message(path: Any, missing: list, unexpected: list, problems: list) -> str:
-    def listed(items):
+    def listed(items: list[str]) -> str:
         more = f", ... ({len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else ""
         return ", ".join(items[:_MAX_LISTED]) + more
 

@@ -10,11 +10,16 @@ from __future__ import annotations
 import functools
 import importlib
 import random
+from collections.abc import Callable
 from types import ModuleType
+from typing import Any, TypeVar
 
 import numpy as np
 
 Split = dict[str, np.ndarray]
+
+
+T = TypeVar("T")
 
 
 def _import(module: str, package: str, caller: str) -> ModuleType:
@@ -33,7 +38,7 @@ def _check_seed(seed: int, caller: str) -> None:
         raise ValueError(f"nnfun.data.{caller}: seed must be an int in [0, 2**32), got {seed!r}")
 
 
-def _with_global_rng_restored(fn, *args):
+def _with_global_rng_restored(fn: Callable[..., T], *args: Any) -> T:
     """Run ``fn(*args)``, then put NumPy's and Python's global RNG states back.
 
     ``mnist1d.make_dataset`` reseeds both global generators; without this, loading

@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +20,7 @@ import numpy as np
 import optax
 
 from .. import data as nd
+from ..core._layer import Params
 from ..models.gpt import GPT, generate
 from ..train import TrainState, eval_step, softmax_cross_entropy, train_step
 
@@ -53,7 +55,9 @@ def optimizer(args: argparse.Namespace) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=0.01))
 
 
-def validation_bits(evaluate, ts, val_ids, args) -> float:
+def validation_bits(
+    evaluate: Callable[..., Any], ts: TrainState, val_ids: np.ndarray, args: argparse.Namespace
+) -> float:
     """Mean validation loss over fixed windows, in bits per character."""
     losses = [
         float(
@@ -66,7 +70,7 @@ def validation_bits(evaluate, ts, val_ids, args) -> float:
     return float(np.mean(losses)) / math.log(2.0)
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(args: argparse.Namespace) -> dict[str, Any]:
     """Trains, prints progress and samples; returns ``{"val_bpc", "history", "samples", ...}``."""
     text = nd.pydoc_text()
     tokenizer = nd.CharTokenizer.from_text(text)
@@ -102,7 +106,13 @@ def run(args: argparse.Namespace) -> dict:
     return {"val_bpc": history[-1][2], "history": history, "samples": samples, "seconds": seconds}
 
 
-def sample(model: GPT, params, tokenizer, val_ids, args) -> list[str]:
+def sample(
+    model: GPT,
+    params: Params,
+    tokenizer: nd.CharTokenizer,
+    val_ids: np.ndarray,
+    args: argparse.Namespace,
+) -> list[str]:
     """Continues prompts cut from the validation text (with the KV cache, under jit)."""
     if args.samples < 1:
         return []
@@ -116,7 +126,7 @@ def sample(model: GPT, params, tokenizer, val_ids, args) -> list[str]:
     return [tokenizer.decode(np.asarray(row)) for row in out]
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Entry point of ``python -m nnfun.examples.char_lm``."""
     return run(parse_args(argv))
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 
@@ -17,8 +17,8 @@ from ..models.mnist1d import RECIPES, Recipe
 from ..train import accuracy, fit, softmax_cross_entropy
 
 
-def _positive(kind):
-    def convert(text: str):
+def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
+    def convert(text: str) -> float:
         value = kind(text)
         if value <= 0:
             raise argparse.ArgumentTypeError(f"must be positive, got {text}")

@@ -15,13 +15,14 @@ the padding reaches every block's attention. Decoding passes a cache as
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from ..core._children import apply_child, extras_of, init_child, split_inputs
 from ..core._combinators import Sequential
-from ..core._layer import Layer, layer_error
+from ..core._layer import Layer, Params, State, layer_error
 from ..core._stack import Stack
 from ..layers._dropout import Dropout
 from ..layers._embedding import Embedding
@@ -86,7 +87,7 @@ class GPT(Layer):
     remat: bool = False
     unroll: int | bool | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.positions not in POSITIONS:
             raise ValueError(f"GPT positions must be one of {POSITIONS}, got {self.positions!r}")
         if self.d_model % self.num_heads:
@@ -115,26 +116,29 @@ class GPT(Layer):
             return self.unroll
         return True if self.num_layers <= AUTO_UNROLL_MAX_LAYERS and not self.remat else 1
 
-    def _children(self):
+    def _blocks(self) -> Stack | Sequential:
         if self.stacked:
-            blocks = Stack(self.num_layers, self.block, remat=self.remat, unroll=self.scan_unroll)
-        else:
-            blocks = Sequential([self.block] * self.num_layers)
-        table = {
+            return Stack(self.num_layers, self.block, remat=self.remat, unroll=self.scan_unroll)
+        return Sequential([self.block] * self.num_layers)
+
+    def _children(self) -> tuple[tuple[str, Layer], ...]:
+        table: dict[str, Layer] = {
             "learned": LearnedPositions(self.max_length),
             "sinusoidal": SinusoidalPositions(self.max_length),
         }
-        children = [("embedding", Embedding(self.vocab_size, self.d_model))]
+        children: list[tuple[str, Layer]] = [
+            ("embedding", Embedding(self.vocab_size, self.d_model))
+        ]
         if self.positions in table:
             children.append(("positions", table[self.positions]))
         children += [
             ("embedding_dropout", Dropout(self.dropout)),
-            ("blocks", blocks),
+            ("blocks", self._blocks()),
             ("norm", LayerNorm()),
         ]
         return tuple(children)
 
-    def _check(self, ids):
+    def _check(self, ids: Any) -> None:
         if len(ids.shape) != 2 or not jnp.issubdtype(ids.dtype, jnp.integer):
             raise layer_error(
                 self, f"expected int token ids (batch, time), got {ids.dtype} {tuple(ids.shape)}"
@@ -144,20 +148,28 @@ class GPT(Layer):
     def extras(self) -> frozenset[str]:
         return extras_of(*(layer for _, layer in self._children()))
 
-    def init(self, key, x):
+    def init(self, key: jax.Array, x: Any) -> tuple[Params, State]:
         x, extras = split_inputs(self, x)
         self._check(x)
-        params = {}
+        params: Params = {}
         for name, layer in self._children():
             params[name], _, x = init_child(name, layer, key, x, extras)
         return {k: v for k, v in params.items() if v}, {}
 
-    def apply(self, params, state, x, *, key=None, train=False):
+    def apply(
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        key: jax.Array | None = None,
+        train: bool = False,
+    ) -> tuple[Any, State]:
         x, extras = split_inputs(self, x)
         self._check(x)
         if state:  # decoding: the cache's position is the offset of these tokens
             extras = {**extras, "offset": state["position"]}
-        new_state = {}
+        new_state: State = {}
         for name, layer in self._children():
             p, s = params.get(name, {}), state.get(name, {})
             x, s = apply_child(name, layer, p, s, x, key, train, extras)
@@ -168,7 +180,7 @@ class GPT(Layer):
         logits = Embedding(self.vocab_size, self.d_model).attend(params["embedding"], x)
         return logits, new_state
 
-    def init_cache(self, params: dict, batch_size: int, max_length: int | None = None) -> dict:
+    def init_cache(self, params: Params, batch_size: int, max_length: int | None = None) -> State:
         """The decoding state: a KV cache per block and the next position.
 
         Example:
@@ -181,8 +193,8 @@ class GPT(Layer):
             (2, 3, 8, 2, 8)
         """
         max_length = self.max_length if max_length is None else max_length
-        blocks = dict(self._children())["blocks"]
-        if self.stacked:
+        blocks = self._blocks()
+        if isinstance(blocks, Stack):
             caches = blocks.init_cache(params["blocks"], batch_size, max_length)
         else:
             caches = {
@@ -192,7 +204,7 @@ class GPT(Layer):
         return {"position": jnp.zeros((), jnp.int32), "blocks": caches}
 
 
-def _sample(logits, key, temperature, top_k):
+def _sample(logits: jax.Array, key: jax.Array, temperature: float, top_k: int | None) -> jax.Array:
     logits = logits.astype(jnp.float32) / temperature
     if top_k is not None:
         kth = jax.lax.top_k(logits, top_k)[0][:, -1:]
@@ -203,7 +215,7 @@ def _sample(logits, key, temperature, top_k):
 @functools.partial(jax.jit, static_argnames=("model", "max_new_tokens", "top_k"))
 def generate(
     model: GPT,
-    params: dict,
+    params: Params,
     prompt: jax.Array,
     key: jax.Array,
     max_new_tokens: int,
@@ -252,7 +264,9 @@ def generate(
     keys = jax.random.split(key, max_new_tokens)
     first = _sample(logits[:, -1], keys[0], temperature, top_k)
 
-    def step(carry, k):
+    def step(
+        carry: tuple[jax.Array, State], k: jax.Array
+    ) -> tuple[tuple[jax.Array, State], jax.Array]:
         token, cache = carry
         logits, cache = model.apply(params, cache, token[:, None])
         return (_sample(logits[:, -1], k, temperature, top_k), cache), token

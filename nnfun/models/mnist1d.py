@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import TypeVar
 
 import jax
+import numpy as np
 import optax
 
 from ..core import Layer, Residual, Sequential
 from ..layers import GRU, RNN, Conv, Dense, Dropout, Flatten
+
+ArrayT = TypeVar("ArrayT", np.ndarray, jax.Array)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +62,7 @@ class Recipe:
     input_shape: tuple[int, ...] = (40,)
     steps_per_call: int = 20
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.schedule not in ("cosine", "constant"):
             raise ValueError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
         object.__setattr__(self, "input_shape", tuple(self.input_shape))
@@ -74,7 +78,7 @@ class Recipe:
             return optax.adamw(rate, weight_decay=self.weight_decay)
         return optax.adam(rate)
 
-    def reshape(self, x):
+    def reshape(self, x: ArrayT) -> ArrayT:
         """Reshapes ``(batch, 40)`` signals to ``(batch, *input_shape)``."""
         return x.reshape(x.shape[0], *self.input_shape)
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +35,9 @@ import numpy as np
 
 # Query rows per block. Measured on the GPT benchmark (benchmarks/NOTES.md).
 BLOCK = 64
+
+# What the forward pass saves for the backward pass: q, k, v, the output, the probabilities.
+_Residuals = tuple[jax.Array, jax.Array, jax.Array, jax.Array, tuple[jax.Array, ...]]
 
 
 def _bounds(t: int, block: int) -> tuple[int, ...]:
@@ -47,7 +51,9 @@ def _visible(queries: np.ndarray, keys: np.ndarray) -> np.ndarray:
     return keys[None, :] <= queries[:, None]
 
 
-def _forward(q, k, v, bounds):
+def _forward(
+    q: jax.Array, k: jax.Array, v: jax.Array, bounds: tuple[int, ...]
+) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     """q (already scaled), k, v: (n, t, d) -> output (n, t, d) and one probability
     block (n, e - s, e) per query block [s, e)."""
     outs, probs = [], []
@@ -61,16 +67,20 @@ def _forward(q, k, v, bounds):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _core(q, k, v, bounds):
+def _core(q: jax.Array, k: jax.Array, v: jax.Array, bounds: tuple[int, ...]) -> jax.Array:
     return _forward(q, k, v, bounds)[0]
 
 
-def _core_fwd(q, k, v, bounds):
+def _core_fwd(
+    q: jax.Array, k: jax.Array, v: jax.Array, bounds: tuple[int, ...]
+) -> tuple[jax.Array, _Residuals]:
     out, probs = _forward(q, k, v, bounds)
     return out, (q, k, v, out, probs)
 
 
-def _columns_transposed(row_blocks, s, e, seen):
+def _columns_transposed(
+    row_blocks: Sequence[jax.Array], s: int, e: int, seen: np.ndarray
+) -> jax.Array:
     """Columns [s, e) of the stacked row blocks, transposed and row-major: (n, e - s, rows).
 
     The where() materialises the transpose (see the module docstring).
@@ -79,7 +89,7 @@ def _columns_transposed(row_blocks, s, e, seen):
     return jnp.where(seen, rows.swapaxes(1, 2), 0.0)
 
 
-def _core_bwd(bounds, res, g):
+def _core_bwd(bounds: tuple[int, ...], res: _Residuals, g: jax.Array) -> tuple[jax.Array, ...]:
     q, k, v, out, probs = res
     blocks = list(itertools.pairwise(bounds))
     t = bounds[-1]
@@ -146,7 +156,7 @@ def causal_attention(
     b, t, h, d = q.shape
     dtype = jnp.promote_types(q.dtype, jnp.float32)
 
-    def heads_first(a):
+    def heads_first(a: jax.Array) -> jax.Array:
         return a.astype(dtype).transpose(0, 2, 1, 3).reshape(b * h, t, d)
 
     scaled = heads_first(q) * (1.0 / np.sqrt(d))

@@ -15,23 +15,29 @@ import functools
 import jax
 import jax.numpy as jnp
 
+# What each forward pass saves for its backward pass (xhat, rstd, the params, x).
+_LayerNormResiduals = tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]
+_RMSNormResiduals = tuple[jax.Array, jax.Array, jax.Array, jax.Array]
 
-def _rows(x):
+
+def _rows(x: jax.Array) -> jax.Array:
     """(..., d) -> (n, d) in the statistics dtype (float32 or wider)."""
     dtype = jnp.promote_types(x.dtype, jnp.float32)
     return x.reshape(-1, x.shape[-1]).astype(dtype)
 
 
-def _rowmean(a):
+def _rowmean(a: jax.Array) -> jax.Array:
     return jnp.mean(a, axis=-1, keepdims=True)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _layer_norm(x, scale, bias, epsilon):
+def _layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float) -> jax.Array:
     return _layer_norm_fwd(x, scale, bias, epsilon)[0]
 
 
-def _layer_norm_fwd(x, scale, bias, epsilon):
+def _layer_norm_fwd(
+    x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float
+) -> tuple[jax.Array, _LayerNormResiduals]:
     xf = _rows(x)
     centred = xf - _rowmean(xf)
     rstd = jax.lax.rsqrt(_rowmean(jnp.square(centred)) + epsilon)
@@ -40,7 +46,9 @@ def _layer_norm_fwd(x, scale, bias, epsilon):
     return y.astype(x.dtype).reshape(x.shape), (xhat, rstd, scale, bias, x)
 
 
-def _layer_norm_bwd(epsilon, res, g):
+def _layer_norm_bwd(
+    epsilon: float, res: _LayerNormResiduals, g: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array]:
     xhat, rstd, scale, bias, x = res
     g = _rows(g)
     gs = g * scale[None, :].astype(g.dtype)
@@ -53,7 +61,7 @@ def _layer_norm_bwd(epsilon, res, g):
 _layer_norm.defvjp(_layer_norm_fwd, _layer_norm_bwd)
 
 
-def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float = 1e-5):
+def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float = 1e-5) -> jax.Array:
     """``(x - mean) / sqrt(var + epsilon) * scale + bias`` over the last axis.
 
     The mean and (biased) variance are taken over the last axis in float32 (or
@@ -80,11 +88,13 @@ def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float =
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _rms_norm(x, scale, epsilon):
+def _rms_norm(x: jax.Array, scale: jax.Array, epsilon: float) -> jax.Array:
     return _rms_norm_fwd(x, scale, epsilon)[0]
 
 
-def _rms_norm_fwd(x, scale, epsilon):
+def _rms_norm_fwd(
+    x: jax.Array, scale: jax.Array, epsilon: float
+) -> tuple[jax.Array, _RMSNormResiduals]:
     xf = _rows(x)
     rstd = jax.lax.rsqrt(_rowmean(jnp.square(xf)) + epsilon)
     xhat = xf * rstd
@@ -92,7 +102,9 @@ def _rms_norm_fwd(x, scale, epsilon):
     return y.astype(x.dtype).reshape(x.shape), (xhat, rstd, scale, x)
 
 
-def _rms_norm_bwd(epsilon, res, g):
+def _rms_norm_bwd(
+    epsilon: float, res: _RMSNormResiduals, g: jax.Array
+) -> tuple[jax.Array, jax.Array]:
     xhat, rstd, scale, x = res
     g = _rows(g)
     gs = g * scale[None, :].astype(g.dtype)
@@ -104,7 +116,7 @@ def _rms_norm_bwd(epsilon, res, g):
 _rms_norm.defvjp(_rms_norm_fwd, _rms_norm_bwd)
 
 
-def rms_norm(x: jax.Array, scale: jax.Array, epsilon: float = 1e-6):
+def rms_norm(x: jax.Array, scale: jax.Array, epsilon: float = 1e-6) -> jax.Array:
     """``x / sqrt(mean(x**2) + epsilon) * scale`` over the last axis.
 
     Statistics in float32 (or wider); the result has the dtype of ``x``.

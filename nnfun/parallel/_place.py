@@ -43,7 +43,9 @@ def place_state(train_state: Any, mesh: Any, rules: Any = None) -> Any:
     return jax.device_put(train_state, state_shardings(train_state, mesh, rules))
 
 
-def batch_sharding(mesh: Any, axis: str | Sequence[str] = "data", batch_dim: int = 0):
+def batch_sharding(
+    mesh: Any, axis: str | Sequence[str] = "data", batch_dim: int = 0
+) -> NamedSharding:
     """The ``NamedSharding`` that splits dimension ``batch_dim`` of a batch over ``axis``.
 
     Example:
@@ -93,7 +95,9 @@ def shard_batch(
     return jax.tree.map(lambda a: jax.make_array_from_process_local_data(sharding, a), batch)
 
 
-def _check_divisible(where: str, shape, batch_dim: int, shards: int, processes: int) -> None:
+def _check_divisible(
+    where: str, shape: tuple[int, ...], batch_dim: int, shards: int, processes: int
+) -> None:
     if len(shape) <= batch_dim:
         raise ValueError(
             f"batch leaf {where or '<root>'} has shape {shape}, no dimension {batch_dim} to split "

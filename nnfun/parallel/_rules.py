@@ -150,12 +150,16 @@ def state_shardings(train_state: Any, mesh: Any, rules: Any = None) -> Any:
     treedef = jax.tree.structure(params)
     shapes = [np.shape(a) for a in jax.tree.leaves(params)]
 
-    def like_params(node):
-        if not isinstance(node, Mapping) or jax.tree.structure(node) != treedef:
+    def like_params(node: Any) -> bool:
+        if not isinstance(node, Mapping):
+            return False
+        # jaxlib ships no stub for PyTreeDef, so mypy does not know it compares.
+        same_structure = jax.tree.structure(node) == treedef  # type: ignore[operator]
+        if not same_structure:
             return False
         return [np.shape(a) for a in jax.tree.leaves(node)] == shapes
 
-    def sharding(node):
+    def sharding(node: Any) -> Any:
         if like_params(node) and shapes:
             return jax.tree.map(lambda s: NamedSharding(mesh, s), specs)
         return replicated

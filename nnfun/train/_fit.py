@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import jax
@@ -32,6 +32,9 @@ from ._step import (
     scan_steps,
     train_step,
 )
+
+# The jitted single step, the jitted fused steps and the jitted evaluation.
+_Compiled = tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]]
 
 
 def _check_positive(name: str, value: Any, allow_none: bool = False) -> None:
@@ -71,7 +74,7 @@ def _boundaries(steps: int, every: tuple[int | None, ...]) -> list[int]:
     return sorted(points)
 
 
-def _chunks(start: int, steps: int, k: int, boundaries: list[int]):
+def _chunks(start: int, steps: int, k: int, boundaries: list[int]) -> Iterator[tuple[int, int]]:
     """Yields ``(first_step, length)`` of each compiled call: at most ``k`` steps, never
     crossing a boundary (so a remainder chunk is shorter, and compiles once)."""
     step = start
@@ -82,7 +85,9 @@ def _chunks(start: int, steps: int, k: int, boundaries: list[int]):
             step += length
 
 
-def _jit_all(model, loss_fn, optimizer, metrics) -> tuple:
+def _jit_all(
+    model: Layer, loss_fn: LossFn, optimizer: optax.GradientTransformation, metrics: Any
+) -> _Compiled:
     step_fn = train_step(model, loss_fn, optimizer, metrics)
     evaluate = eval_step(model, loss_fn, metrics)
     return jax.jit(step_fn), jax.jit(scan_steps(step_fn)), jax.jit(evaluate)
@@ -91,15 +96,20 @@ def _jit_all(model, loss_fn, optimizer, metrics) -> tuple:
 _cached_jit_all = functools.lru_cache(maxsize=16)(_jit_all)
 
 
-def _compiled(model, loss_fn, optimizer, metrics) -> tuple:
+def _compiled(
+    model: Layer,
+    loss_fn: LossFn,
+    optimizer: optax.GradientTransformation,
+    metrics: Metrics | None,
+) -> _Compiled:
     """The jitted single step, fused steps and evaluation; the same objects (so nothing
     recompiles) when ``fit`` is called again with the same model, loss, optimizer object
     and metrics, as in a notebook that trains a little more."""
-    metrics = tuple(sorted((metrics or {}).items()))
+    items = tuple(sorted((metrics or {}).items()))
     try:
-        return _cached_jit_all(model, loss_fn, optimizer, metrics)
+        return _cached_jit_all(model, loss_fn, optimizer, items)
     except TypeError:  # something unhashable: compile afresh
-        return _jit_all(model, loss_fn, optimizer, dict(metrics))
+        return _jit_all(model, loss_fn, optimizer, dict(items))
 
 
 def fit(
@@ -246,7 +256,9 @@ def fit(
     bounds = _boundaries(steps, (eval_every if eval_data is not None else None, checkpoint_every))
     history: dict[str, list] = {"train": [], "eval": []}
 
-    def record(first_step, chunk, before, values):
+    def record(
+        first_step: int, chunk: list[Any], before: TrainState, values: dict[str, Any]
+    ) -> None:
         """Reads one call's metrics on the host: NaN guard, history, progress bar."""
         values = {name: np.asarray(v).reshape(-1) for name, v in values.items()}
         losses = values["loss"]
@@ -274,7 +286,8 @@ def fit(
                 continue
             record(*pending)
             pending = None
-            if eval_data is not None and (end % eval_every == 0 or end == steps):
+            # evals and eval_every are set exactly when eval_data is given.
+            if evals is not None and eval_every and (end % eval_every == 0 or end == steps):
                 result = evaluate_all(evaluate, train_state, evals, to_device)
                 history["eval"].append({"step": np.array([end]), **result})
                 bar.show_eval(result)
@@ -286,7 +299,13 @@ def fit(
     return train_state, {part: _concat(rows, names) for part, rows in history.items()}
 
 
-def _call(single, fused, train_state, chunk, to_device):
+def _call(
+    single: Callable[..., Any],
+    fused: Callable[..., Any],
+    train_state: TrainState,
+    chunk: list[Any],
+    to_device: Callable[..., Any],
+) -> tuple[TrainState, dict[str, Any]]:
     """Queues one compiled call over ``chunk`` (asynchronous: nothing waits for it)."""
     if len(chunk) == 1:
         return single(train_state, to_device(chunk[0]))

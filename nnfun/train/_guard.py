@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..core._layer import Layer, Params
 from ._labels import label_problem, output_spec
 from ._step import LossFn, TrainState, step_key
 
@@ -54,11 +55,11 @@ def first_nonfinite(tree: Any) -> str | None:
     return None
 
 
-def _gradients(model, loss_fn: LossFn) -> Callable:
-    def grads(ts: TrainState, batch: Any):
+def _gradients(model: Layer, loss_fn: LossFn) -> Callable[[TrainState, Any], Params]:
+    def grads(ts: TrainState, batch: Any) -> Params:
         key = step_key(ts)
 
-        def objective(params):
+        def objective(params: Params) -> jax.Array:
             outputs, _ = model.apply(params, ts.state, batch["x"], key=key, train=True)
             return jnp.mean(loss_fn(outputs, batch["y"]))
 
@@ -68,11 +69,11 @@ def _gradients(model, loss_fn: LossFn) -> Callable:
 
 
 def diagnose(
-    model,
+    model: Layer,
     loss_fn: LossFn,
-    step_fn: Callable,
+    step_fn: Callable[[TrainState, Any], tuple[TrainState, Any]],
     before: TrainState,
-    batches: list[dict],
+    batches: list[dict[str, Any]],
     bad: int,
     loss: float,
 ) -> FloatingPointError:

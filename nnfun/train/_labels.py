@@ -16,7 +16,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from ..core._layer import Layer
+from ..core._layer import Layer, Params, State
 from ._losses import accuracy, out_of_range, softmax_cross_entropy
 from ._step import LossFn, TrainState
 
@@ -28,7 +28,7 @@ def classifies(loss_fn: LossFn, metrics: Mapping[str, LossFn] | None) -> bool:
 
 
 def _outputs(model: Layer, treedef: Any, leaves: tuple) -> Any:
-    def apply(params, state, inputs):
+    def apply(params: Params, state: State, inputs: Any) -> Any:
         return model.apply(params, state, inputs, train=False)[0]
 
     return jax.eval_shape(apply, *jax.tree.unflatten(treedef, leaves))
@@ -71,7 +71,9 @@ def _shape(spec: jax.ShapeDtypeStruct) -> str:
 def label_problem(spec: Any, labels: Any) -> str | None:
     """Names the labels outside ``[0, width)`` of the logits ``spec``, or None."""
     width = _width(spec, labels)
-    bad = None if width is None else out_of_range(labels, width)
+    if width is None:
+        return None
+    bad = out_of_range(labels, width)
     if bad is None:
         return None
     shown = ", ".join(str(v) for v in bad[:8]) + (", ..." if len(bad) > 8 else "")

@@ -72,7 +72,7 @@ def placer(mesh: Any, train_state: TrainState) -> tuple[Callable[..., Any], Trai
     """
     if mesh is None:
 
-        def to_device(batch, stacked=False):
+        def to_device(batch: Any, stacked: bool = False) -> Any:
             # A jitted call transfers NumPy arguments itself, on its C++ fast path;
             # an explicit jax.device_put costs about 0.3 ms of Python per batch.
             return batch
@@ -80,7 +80,7 @@ def placer(mesh: Any, train_state: TrainState) -> tuple[Callable[..., Any], Trai
         return to_device, train_state
     from ..parallel import place_state, shard_batch
 
-    def to_device_sharded(batch, stacked=False):
+    def to_device_sharded(batch: Any, stacked: bool = False) -> Any:
         # Stacked batches are (K, B, ...): split B, the batch axis, over the devices.
         return shard_batch(batch, mesh, batch_dim=1 if stacked else 0)
 
@@ -88,7 +88,10 @@ def placer(mesh: Any, train_state: TrainState) -> tuple[Callable[..., Any], Trai
 
 
 def evaluate_all(
-    evaluate: Callable, train_state: TrainState, batches: Any, to_device
+    evaluate: Callable[[TrainState, Any], Mapping[str, Any]],
+    train_state: TrainState,
+    batches: Any,
+    to_device: Callable[..., Any],
 ) -> dict[str, float]:
     """Example-weighted means of ``evaluate`` over one epoch of ``eval_batches``'s batches."""
     sums: dict[str, float] = {}
@@ -114,7 +117,7 @@ class Progress:
     def __enter__(self) -> Progress:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
             self.bar.set_postfix(self.postfix, refresh=False)
             self.bar.close()

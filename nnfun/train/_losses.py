@@ -86,13 +86,13 @@ def _in_range(labels: jax.Array, classes: int) -> jax.Array:
     return (labels >= 0) & (labels < classes)
 
 
-def _one_hot(labels, num_classes, dtype):
+def _one_hot(labels: jax.Array, num_classes: int, dtype: Any) -> jax.Array:
     # A comparison with an iota is a dense elementwise op; its gradient needs no scatter.
     classes = jax.lax.broadcasted_iota(labels.dtype, (*labels.shape, num_classes), labels.ndim)
     return (labels[..., None] == classes).astype(dtype)
 
 
-def _xent_and_slope(logits, labels):
+def _xent_and_slope(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Per-example losses and their gradient ``softmax - one_hot``, NaN for bad labels."""
     lf = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
     lse = jax.nn.logsumexp(lf, axis=-1)
@@ -109,12 +109,14 @@ def _xent_and_slope(logits, labels):
 # ``slope * g`` (the same fused backward), and forward mode, Hessians and
 # ``jax.jvp`` keep working. Unused in a forward-only call, the slope is dropped by XLA.
 @jax.custom_jvp
-def _xent(logits, labels):
+def _xent(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return _xent_and_slope(logits, labels)[0]
 
 
 @_xent.defjvp
-def _xent_jvp(primals, tangents):
+def _xent_jvp(
+    primals: tuple[jax.Array, jax.Array], tangents: tuple[jax.Array, Any]
+) -> tuple[jax.Array, jax.Array]:
     loss, slope = _xent_and_slope(*primals)
     return loss, jnp.sum(slope * tangents[0].astype(slope.dtype), axis=-1)
 

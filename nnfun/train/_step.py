@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..core._layer import Layer
+from ..core._layer import Layer, Params, State
 
 LossFn = Callable[[Any, Any], jax.Array]
 Metrics = Mapping[str, LossFn]
@@ -126,10 +126,11 @@ def as_typed_key(key: KeyLike) -> jax.Array:
     if isinstance(key, int | np.integer) and not isinstance(key, bool):
         return jax.random.key(int(key))
     dtype = getattr(key, "dtype", None)
+    array = cast(jax.Array, key)  # not an int seed: a key, raw key data, or a wrong value
     if dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key):
-        return key
+        return array
     if dtype == jnp.uint32 and jnp.ndim(key) >= 1:
-        return jax.random.wrap_key_data(key)
+        return jax.random.wrap_key_data(array)
     got = f"{type(key).__name__} of dtype {dtype}" if dtype is not None else repr(key)
     raise TypeError(
         f"key must be a PRNG key, raw uint32 key data or an int seed, got {got}. "
@@ -164,7 +165,9 @@ def _check_fns(loss_fn: Any, metrics: Metrics | None) -> dict[str, LossFn]:
     return metrics
 
 
-def _measure(loss, outputs, targets, metrics: dict[str, LossFn]) -> dict[str, jax.Array]:
+def _measure(
+    loss: jax.Array, outputs: Any, targets: Any, metrics: dict[str, LossFn]
+) -> dict[str, jax.Array]:
     values = {"loss": loss}
     for name, fn in metrics.items():
         values[name] = jnp.mean(fn(outputs, targets))
@@ -220,7 +223,7 @@ def train_step(
         check_batch(batch)
         key = step_key(ts)
 
-        def objective(params):
+        def objective(params: Params) -> tuple[jax.Array, tuple[Any, State]]:
             outputs, state = model.apply(params, ts.state, batch["x"], key=key, train=True)
             return jnp.mean(loss_fn(outputs, batch["y"])), (outputs, state)
 
