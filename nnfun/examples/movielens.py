@@ -45,8 +45,8 @@ def train_epochs(
     data = jax.tree.map(jnp.asarray, data)
 
     @jax.jit
-    def epoch(params, opt_state, order):
-        def step(carry, index):
+    def epoch(params: Any, opt_state: Any, order: jax.Array) -> Any:
+        def step(carry: Any, index: jax.Array) -> tuple[Any, None]:
             params, opt_state = carry
             batch = jax.tree.map(lambda a: a[index], data)
             grads = jax.grad(loss)(params, batch)
@@ -68,7 +68,7 @@ def run_mf(args: argparse.Namespace, data: Any, seed: int) -> jax.Array:
     model = rm.MatrixFactorization(943, 1682, args.mf_features, float(train["rating"].mean()))
     params, _ = model.init(jax.random.key(seed), train)
 
-    def loss(params, batch):
+    def loss(params: Any, batch: Any) -> jax.Array:
         predicted, _ = model.apply(params, {}, batch)
         rows = [
             params["user"]["embedding"][batch["user"]],
@@ -101,11 +101,11 @@ def run_dcn(args: argparse.Namespace, data: Any, seed: int) -> jax.Array:
     params, state = model.init(jax.random.key(seed), example)
     n = len(data.train["user"])
 
-    def predict(params, user, item):
+    def predict(params: Any, user: jax.Array, item: jax.Array) -> jax.Array:
         x = rm.ranker_inputs(rm.take_rows(users, user), rm.take_rows(items, item))
         return model.apply(params, state, x)[0][:, 0] + mean
 
-    def loss(params, batch):
+    def loss(params: Any, batch: Any) -> jax.Array:
         error = predict(params, batch["user"], batch["item"]) - batch["rating"]
         penalty = sum(jnp.sum(jnp.square(p)) for p in jax.tree.leaves(params))
         return jnp.mean(jnp.square(error)) + args.dcn_l2 * penalty / n
@@ -145,7 +145,9 @@ def ranking_metrics(scores: jax.Array, data: Any, seen: np.ndarray, k: int = 10)
     return recall, float(jnp.mean(ndcg_at_k(scores, held_out, k, exclude)))
 
 
-def two_tower_scores(args: argparse.Namespace, seed: int, data, users, items) -> jax.Array:
+def two_tower_scores(
+    args: argparse.Namespace, seed: int, data: Any, users: Any, items: Any
+) -> jax.Array:
     """Trains the two-tower model with in-batch sampled softmax; returns (users, items) scores."""
     model = rm.TwoTower(
         rm.user_tower(len(data.occupations), args.tower_features),
@@ -158,7 +160,7 @@ def two_tower_scores(args: argparse.Namespace, seed: int, data, users, items) ->
     example = {"user": rm.take_rows(users, np.arange(2)), "item": rm.take_rows(items, np.arange(2))}
     params, state = model.init(jax.random.key(seed), example)
 
-    def loss(params, batch):
+    def loss(params: Any, batch: Any) -> jax.Array:
         x = {
             "user": rm.take_rows(users_j, batch["user"]),
             "item": rm.take_rows(items_j, batch["item"]),

@@ -15,7 +15,7 @@ import numpy as np
 from ..core._masks import concrete
 
 
-def _relevant_mask(relevant: jax.Array, shape: tuple[int, int], caller: str) -> jax.Array:
+def _relevant_mask(relevant: jax.Array, shape: tuple[int, ...], caller: str) -> jax.Array:
     relevant = jnp.asarray(relevant)
     if relevant.shape == shape and relevant.dtype == jnp.bool_:
         return relevant
@@ -68,7 +68,9 @@ def top_k_items(scores: jax.Array, k: int, exclude: jax.Array | None = None) -> 
     return jax.lax.top_k(scores, int(k))[1]
 
 
-def _hits(scores, relevant, k, exclude, caller):
+def _hits(
+    scores: jax.Array, relevant: jax.Array, k: int, exclude: jax.Array | None, caller: str
+) -> tuple[jax.Array, jax.Array]:
     scores = jnp.asarray(scores)
     top = top_k_items(scores, k, exclude)
     relevant = _relevant_mask(relevant, scores.shape, caller)
