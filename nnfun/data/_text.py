@@ -60,7 +60,7 @@ class CharTokenizer:
     _codes: np.ndarray = dataclasses.field(init=False, repr=False, compare=False)
     _order: np.ndarray = dataclasses.field(init=False, repr=False, compare=False)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         vocab = tuple(self.vocab)
         if not vocab or not all(isinstance(c, str) and len(c) == 1 for c in vocab):
             raise ValueError(
