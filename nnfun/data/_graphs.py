@@ -110,7 +110,7 @@ def pack(
     n_node: int,
     n_edge: int,
     n_graph: int,
-    order: Sequence[int] | None = None,
+    order: Sequence[int] | np.ndarray | None = None,
 ) -> list[np.ndarray]:
     """Groups graphs, in ``order``, into as few batches as fit the budgets (greedy packing).
 
@@ -130,10 +130,10 @@ def pack(
         >>> [p.tolist() for p in pack([g(3), g(2), g(4), g(1)], n_node=7, n_edge=1, n_graph=4)]
         [[0, 1], [2, 3]]
     """
-    order = np.arange(len(graphs)) if order is None else np.asarray(order)
+    visit = np.arange(len(graphs)) if order is None else np.asarray(order)
     groups: list[list[int]] = [[]]
     nodes = edges = 0
-    for i in order:
+    for i in visit.tolist():
         size = int(np.sum(graphs[i].n_node)), int(np.sum(graphs[i].n_edge))
         if size[0] + 1 > n_node or size[1] > n_edge:
             raise ValueError(

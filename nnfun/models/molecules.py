@@ -150,8 +150,8 @@ def train(
     opt_state = optimizer.init(params)
 
     @jax.jit
-    def step(params, state, opt_state, batch, targets):
-        def loss(p):
+    def step(params: Any, state: Any, opt_state: Any, batch: Graph, targets: jax.Array) -> Any:
+        def loss(p: Any) -> tuple[jax.Array, Any]:
             out, new_state = net.apply(p, state, batch, train=True)
             return masked_mse(out[:, 0], targets, graph_mask(batch)), new_state
 
