@@ -31,6 +31,7 @@ demo: $(VENV)/.demo-installed
 lint: $(VENV)/.dev-installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy nnfun
 
 unit: $(VENV)/.dev-installed
 	$(PY) -m pytest -q -n $(JOBS) --durations=15
@@ -53,4 +54,4 @@ bench: $(VENV)/.dev-installed
 	$(PY) benchmarks/compile_time.py --only stack,sequential
 
 clean:
-	rm -rf $(VENV) docs/api .pytest_cache .ruff_cache
+	rm -rf $(VENV) docs/api .pytest_cache .ruff_cache .mypy_cache
