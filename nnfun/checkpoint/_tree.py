@@ -233,7 +233,7 @@ def _skeleton(path: Any, metadata: Mapping[str, str], tensors: Mapping[str, Any]
     return skeleton
 
 
-def _children(node: dict) -> list:
+def _children(node: dict[str, Any]) -> list[Any]:
     for kind in ("dict", "fields", "children"):
         if kind in node:
             return [child for _, child in node[kind]]
@@ -295,7 +295,7 @@ def _describe(shape: tuple, dtype: Any) -> str:
     return f"{np.dtype(dtype)}{list(shape)}"
 
 
-def _restore(path: Any, like: Any, tensors: Mapping[str, np.ndarray], kinds: dict) -> Any:
+def _restore(path: Any, like: Any, tensors: Mapping[str, np.ndarray], kinds: dict[str, Any]) -> Any:
     flat, treedef = jax.tree_util.tree_flatten_with_path(like)
     names = [leaf_name(p) for p, _ in flat]
     missing = [n for n in names if n not in tensors]

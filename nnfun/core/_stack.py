@@ -156,7 +156,7 @@ class Stack(Layer):
             )
         return y, _wrap(new_state)
 
-    def init_cache(self, params: dict, batch_size: int, max_length: int, **kwargs: Any) -> dict:
+    def init_cache(self, params: Params, batch_size: int, max_length: int, **kwargs: Any) -> State:
         """A decoding cache (state) for every copy: the layer's ``init_cache``, stacked.
 
         Args:
@@ -176,7 +176,7 @@ class Stack(Layer):
         make = lambda p: self.layer.init_cache(p, batch_size, max_length, **kwargs)  # noqa: E731
         return _wrap(jax.vmap(make)(params.get("layer", {})))
 
-    def unstack(self, params: dict) -> dict:
+    def unstack(self, params: dict[str, Any]) -> dict[str, Any]:
         """Stacked params (or state) to those of ``Sequential([layer] * n)``.
 
         Example:
@@ -191,7 +191,7 @@ class Stack(Layer):
             return {}
         return {str(i): jax.tree.map(lambda a, i=i: a[i], inner) for i in range(self.n)}
 
-    def stack(self, params: dict) -> dict:
+    def stack(self, params: dict[str, Any]) -> dict[str, Any]:
         """The inverse of :meth:`unstack`: ``{"0": p0, "1": p1, ...}`` to stacked params.
 
         Example:
@@ -211,6 +211,6 @@ class Stack(Layer):
         return _wrap(jax.tree.map(lambda *a: jnp.stack(a), *copies))
 
 
-def _wrap(tree: Any) -> dict:
+def _wrap(tree: Any) -> dict[str, Any]:
     # Params and state sit under "layer" (the repeated child); empty trees are dropped.
     return {"layer": tree} if tree else {}

@@ -52,7 +52,7 @@ def eval_batches(eval_data: Any, batch_size: int) -> Any:
         raise
 
 
-def stack(batches: list[dict]) -> dict:
+def stack(batches: list[dict[str, Any]]) -> dict[str, Any]:
     """Stacks K batches on a new leading axis (on the host; one transfer follows)."""
     shapes = {tuple(np.shape(leaf) for leaf in jax.tree.leaves(b)) for b in batches}
     if len(shapes) > 1:
