@@ -51,6 +51,7 @@ bench: $(VENV)/.dev-installed
 	$(PY) benchmarks/more_models.py
 	$(PY) benchmarks/gpt_step.py
 	$(PY) benchmarks/recsys_step.py
+	$(PY) benchmarks/gnn_step.py
 	$(PY) benchmarks/compile_time.py --only stack,sequential
 
 clean:
