@@ -128,3 +128,21 @@ def test_stack_needs_every_copy(key):
     params, _ = stack.init(key, jnp.ones((1, 3)))
     with pytest.raises(ValueError, match=r"lack the copies \['1'\]"):
         stack.stack({"0": stack.unstack(params)["0"]})
+
+
+def test_eager_calls_compile_once(key):
+    # Eager lax.scan compiles a new program per call; hundreds of calls exhausted the
+    # memory for code (an LLVM allocation failure, then a crash). Eager Stack and RNN
+    # calls go through one cached jit instead.
+    compiles = []
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda event, *_, **__: compiles.append(event) if "backend_compile" in event else None
+    )
+    x = jax.random.normal(key, (2, 3, 8))
+    for layer in (nf.Stack(2, nf.TransformerBlock(num_heads=2)), nf.RNN(nf.GRU(4))):
+        params, state = layer.init(key, x)
+        layer.apply(params, state, x)
+        before = len(compiles)
+        for _ in range(3):
+            layer.apply(params, state, x)
+        assert len(compiles) == before, type(layer).__name__

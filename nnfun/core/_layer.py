@@ -45,6 +45,9 @@ EXTRAS: dict[str, str] = {
     "memory_lengths": "(batch,) int: memory steps t < memory_lengths[b] are real",
     "offset": "int: the position of the main input's first step (decoding)",
     "carry": "a recurrent layer's initial carry",
+    "decoder_inputs": "(batch, target_time) ids an encoder-decoder's decoder reads",
+    "decoder_mask": "(batch, target_time) bool, True at the real steps of decoder_inputs",
+    "decoder_lengths": "(batch,) int: steps t < decoder_lengths[b] of decoder_inputs are real",
     "segments": "(n,) int: the bag (output row) of each id of a flat main input",
     "weights": "float, shaped like the main input's ids: one weight per id (embedding bags)",
 }

@@ -12,6 +12,7 @@ import numpy as np
 
 from ._children import check_params, checked_output, route, split_inputs
 from ._combinators import as_layer
+from ._eager import compiled, is_eager
 from ._layer import Layer, Params, State, as_key, child_key, layer_error, scope, spec_of
 from ._summary import loops_unrolled
 
@@ -135,24 +136,33 @@ class Stack(Layer):
         key: jax.Array | None = None,
         train: bool = False,
     ) -> tuple[Any, State]:
-        x, extras = split_inputs(self, x)
         key = as_key(key)
+        split_inputs(self, x)  # names the extras no copy reads before compiling anything
+        run = compiled(self, train) if is_eager(params, state, x, key) else None
+        if run is not None:
+            return run(params, state, x, key)
+        x, extras = split_inputs(self, x)
         layer_params, layer_state = params.get("layer", {}), state.get("layer", {})
         with scope("layer"):
             one = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), layer_params)
             check_params(self.layer, one, route(self.layer, x, extras))
 
+        # The extras and the key ride in the carry, unchanged, rather than being closed
+        # over: a closed-over concrete array becomes a constant of the loop, so every
+        # eager call would compile a new program (and never free the old ones).
         def body(carry: Any, inputs: tuple[Params, State, jax.Array]) -> tuple[Any, State]:
+            h, extras, key = carry
             p, s, salt = inputs
             k = None if key is None else jax.random.fold_in(key, salt)
-            return self._apply_one(p, s, route(self.layer, carry, extras), k, train)
+            y, new_s = self._apply_one(p, s, route(self.layer, h, extras), k, train)
+            return (y, extras, key), new_s
 
         if self.remat:
             body = jax.checkpoint(body, policy=_policy(self.remat_policy))
         with scope("layer"):
             unroll = True if loops_unrolled() else self.unroll
-            y, new_state = jax.lax.scan(
-                body, x, (layer_params, layer_state, self._salts()), unroll=unroll
+            (y, _, _), new_state = jax.lax.scan(
+                body, (x, extras, key), (layer_params, layer_state, self._salts()), unroll=unroll
             )
         return y, _wrap(new_state)
 

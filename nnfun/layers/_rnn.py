@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from ..core._children import split_inputs
+from ..core._eager import compiled, is_eager
 from ..core._layer import Layer, Params, State, child_key, layer_error, scope
 from ..core._masks import sequence_mask
 from ..core._summary import loops_unrolled
@@ -108,7 +109,10 @@ class RNN(Layer):
         key: jax.Array | None = None,
         train: bool = False,
     ) -> tuple[Any, State]:
-        inputs, carry, mask = self._unpack(x)
+        inputs, carry, mask = self._unpack(x)  # checks lengths while they are concrete
+        run = compiled(self, train) if is_eager(params, state, x) else None
+        if run is not None:  # an eager call: one compiled program, not one per call
+            return run(params, state, x, None)
         cell, cell_params = self.cell, params.get("cell", {})
         batch = inputs.shape[0]
         with scope("cell"):
