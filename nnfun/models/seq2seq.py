@@ -177,13 +177,9 @@ class EncoderDecoder(Layer):
             for k, v in extras.items()
             if k in ("decoder_mask", "decoder_lengths")
         }
-        sequence_mask(self, source_padding, *source.shape)  # checks shapes and lengths
-        sequence_mask(
-            self,
-            {f"decoder_{k}": v for k, v in target_padding.items()},
-            *target.shape,
-            prefix="decoder_",
-        )
+        # Shapes and lengths checked here, while they are concrete.
+        sequence_mask(self, source_padding, source.shape[0], source.shape[1])
+        sequence_mask(self, target_padding, target.shape[0], target.shape[1])
         return source, target, source_padding, target_padding
 
     def init(self, key: jax.Array, x: Any) -> tuple[Params, State]:
