@@ -120,9 +120,9 @@ def test_shared_vocabulary_is_one_object():
 def test_fit_data_layout(german):
     batch = german.fit_data("valid")
     assert sorted(batch) == ["x", "y"]
-    assert sorted(batch["x"]) == ["inputs", "lengths", "target_lengths", "targets"]
+    assert sorted(batch["x"]) == ["decoder_inputs", "decoder_lengths", "inputs", "lengths"]
     assert batch["y"] is german.valid["target_outputs"]
-    assert batch["x"]["targets"] is german.valid["target_inputs"]
+    assert batch["x"]["decoder_inputs"] is german.valid["target_inputs"]
     with pytest.raises(ValueError, match="'train', 'valid' or 'test'"):
         german.fit_data("validation")
     assert len(nd.Batches(german.fit_data("train"), batch_size=32)) == 300 // 32

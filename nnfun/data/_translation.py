@@ -191,9 +191,10 @@ class TranslationData:
         """The ``split`` (``"train"``, ``"valid"`` or ``"test"``) laid out for ``fit``.
 
         Returns:
-            ``{"x": {"inputs": source, "lengths": source_lengths, "targets":
-            target_inputs, "target_lengths": target_lengths}, "y": target_outputs}``
-            (the arrays of the split, not copies).
+            ``{"x": {"inputs": source, "lengths": source_lengths, "decoder_inputs":
+            target_inputs, "decoder_lengths": target_lengths}, "y": target_outputs}``
+            (the arrays of the split, not copies): the extras that
+            :class:`nnfun.models.seq2seq.EncoderDecoder` reads.
         """
         if split not in SPLITS:
             raise ValueError(
@@ -203,8 +204,8 @@ class TranslationData:
         inputs = {
             "inputs": arrays["source"],
             "lengths": arrays["source_lengths"],
-            "targets": arrays["target_inputs"],
-            "target_lengths": arrays["target_lengths"],
+            "decoder_inputs": arrays["target_inputs"],
+            "decoder_lengths": arrays["target_lengths"],
         }
         return {"x": inputs, "y": arrays["target_outputs"]}
 
