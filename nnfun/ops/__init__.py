@@ -1,6 +1,6 @@
 """Fast primitives for XLA:CPU (and elsewhere): pure functions on arrays.
 
-Each op is a formulation chosen by measurement (``benchmarks/gpt_variants.py``,
+Each op is a formulation chosen by measurement (``benchmarks/research/gpt_variants.py``,
 ``benchmarks/NOTES.md``); layers call them, and users may call them directly.
 """
 
