@@ -52,6 +52,7 @@ bench: $(VENV)/.dev-installed
 	$(PY) benchmarks/gpt_step.py
 	$(PY) benchmarks/recsys_step.py
 	$(PY) benchmarks/gnn_step.py
+	$(PY) benchmarks/seq2seq_step.py
 	$(PY) benchmarks/compile_time.py --only stack,sequential
 
 clean:
