@@ -5,8 +5,9 @@ Run ``python benchmarks/seq2seq_step.py`` (``--rounds`` for longer). Two tables:
 1. The training step of ``EncoderDecoder`` (2 + 2 pre-norm blocks, width 128,
    batch 64, source 6 and target 30 tokens: the translate example's shapes)
    against the same network written by hand in plain JAX (einsum attention,
-   learned positions, tied head), both jitted with Adam: seconds per step and
-   the ratio.
+   learned positions, tied head), both jitted with Adam, and PyTorch eager
+   ``nn.Transformer`` with the same sizes when torch is installed
+   (``pip install torch==2.13.0``): seconds per step and the ratio.
 2. Decoding 32 target tokens for 32 sources: ``greedy_search`` and
    ``beam_search`` (width 4) over the KV cache, against a jitted loop that runs
    the whole teacher-forced model again on the prefix at every step: tokens
@@ -115,6 +116,9 @@ def training(rounds: int) -> None:
             ("hand-written JAX", naive_apply),
         )
     }
+    torch_run = torch_runner(x, y)
+    if torch_run is not None:
+        runs["PyTorch eager"] = torch_run
     times = measure(runs, rounds, 10)
     base = times["hand-written JAX"]
     print(
@@ -123,6 +127,50 @@ def training(rounds: int) -> None:
     )
     for name, seconds in times.items():
         print(f"  {name:24s} {1e3 * seconds:8.2f} ms   {seconds / base:5.2f}x")
+
+
+def torch_runner(x, y):
+    """``run(n)``: n Adam steps of ``nn.Transformer`` (pre-norm, exact GELU, the same sizes,
+    embeddings, learned positions and a tied head), or None without PyTorch."""
+    try:
+        import torch
+    except ImportError:
+        print("(PyTorch not installed: pip install torch==2.13.0 for its row)")
+        return None
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    net = torch.nn.Transformer(
+        D,
+        HEADS,
+        LAYERS,
+        LAYERS,
+        4 * D,
+        dropout=0.0,
+        activation="gelu",
+        batch_first=True,
+        norm_first=True,
+    )
+    source_embedding, target_embedding = torch.nn.Embedding(VOCAB, D), torch.nn.Embedding(VOCAB, D)
+    positions = torch.nn.Parameter(torch.zeros(2, max(SRC, TGT), D))
+    modules = [net, source_embedding, target_embedding]
+    optimizer = torch.optim.Adam([*(p for m in modules for p in m.parameters()), positions])
+    src = torch.from_numpy(np.asarray(x["inputs"]).astype(np.int64))
+    tgt = torch.from_numpy(np.asarray(x["decoder_inputs"]).astype(np.int64))
+    labels = torch.from_numpy(np.asarray(y).astype(np.int64))
+    causal = torch.nn.Transformer.generate_square_subsequent_mask(TGT)
+
+    def run(n):
+        for _ in range(n):
+            optimizer.zero_grad(set_to_none=True)
+            h_src = source_embedding(src) + positions[0, :SRC]
+            h_tgt = target_embedding(tgt) + positions[1, :TGT]
+            h = net(h_src, h_tgt, tgt_mask=causal, tgt_is_causal=True)
+            logits = h @ target_embedding.weight.T
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, VOCAB), labels.reshape(-1))
+            loss.backward()
+            optimizer.step()
+
+    return run
 
 
 def decoding(rounds: int) -> None:
