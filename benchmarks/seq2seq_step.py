@@ -84,16 +84,20 @@ def naive_apply(params, batch):
     return _norm(params["decoder_norm"], h) @ table.T
 
 
-def training(rounds: int) -> None:
-    model = EncoderDecoder(
+def _model(max_target_length: int) -> EncoderDecoder:
+    return EncoderDecoder(
         source_vocab_size=VOCAB,
         d_model=D,
         num_heads=HEADS,
         num_encoder_layers=LAYERS,
         num_decoder_layers=LAYERS,
         max_source_length=SRC,
-        max_target_length=TGT,
+        max_target_length=max_target_length,
     )
+
+
+def training(rounds: int) -> None:
+    model = _model(TGT)
     rng = np.random.default_rng(0)
     x = {
         "inputs": jnp.asarray(rng.integers(3, VOCAB, (BATCH, SRC)), jnp.int32),
@@ -175,15 +179,7 @@ def torch_runner(x, y):
 
 def decoding(rounds: int) -> None:
     length, batch = 32, 32
-    model = EncoderDecoder(
-        source_vocab_size=VOCAB,
-        d_model=D,
-        num_heads=HEADS,
-        num_encoder_layers=LAYERS,
-        num_decoder_layers=LAYERS,
-        max_source_length=SRC,
-        max_target_length=length,
-    )
+    model = _model(length)
     source = jnp.asarray(np.random.default_rng(1).integers(3, VOCAB, (batch, SRC)), jnp.int32)
     x = {"inputs": source, "decoder_inputs": jnp.ones((batch, length), jnp.int32)}
     params, _ = model.init(jax.random.key(0), x)
