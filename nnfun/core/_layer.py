@@ -50,6 +50,7 @@ EXTRAS: dict[str, str] = {
     "decoder_lengths": "(batch,) int: steps t < decoder_lengths[b] of decoder_inputs are real",
     "segments": "(n,) int: the bag (output row) of each id of a flat main input",
     "weights": "float, shaped like the main input's ids: one weight per id (embedding bags)",
+    "token_types": "int, shaped like the ids of the main input: each token's segment (BERT)",
 }
 
 _PATH: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("nnfun_path", default=())
