@@ -154,6 +154,19 @@ def test_bad_inputs(tiny):
         model.apply(
             params, {}, {"inputs": ids, "lengths": jnp.array([1, 2, 3]), "decoder_inputs": ids}
         )
+    target = jnp.zeros((2, 4), jnp.int32)
+    with pytest.raises(nf.LayerError, match=r"'decoder_lengths' of ints shaped \(2,\)"):
+        model.apply(
+            params,
+            {},
+            {"inputs": ids, "decoder_inputs": target, "decoder_lengths": jnp.array([1, 2, 3])},
+        )
+    with pytest.raises(nf.LayerError, match=r"'decoder_mask' of bools shaped \(2, 4\)"):
+        model.apply(
+            params,
+            {},
+            {"inputs": ids, "decoder_inputs": target, "decoder_mask": jnp.ones((2, 5), bool)},
+        )
     with pytest.raises(ValueError, match="beam_width must be an int >= 1"):
         beam_search(model, params, source, beam_width=0, max_length=3, bos_id=BOS, eos_id=EOS)
     with pytest.raises(ValueError, match=r"eos_id=9 is outside the target vocabulary \[0, 5\)"):

@@ -58,7 +58,7 @@ def sequence_mask(
             layer,
             f"expected '{mask_name}' of bools shaped ({batch}, {time}), True at real steps; "
             f"got {mask.dtype} {tuple(jnp.shape(mask))}. Fix: {mask_name} = jnp.arange("
-            f"{time}) < lengths[:, None], or pass '{lengths_name}'.",
+            f"{time}) < {lengths_name}[:, None], or pass '{lengths_name}'.",
         )
     return None if isinstance(mask, jax.ShapeDtypeStruct) else mask
 

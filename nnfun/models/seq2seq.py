@@ -179,7 +179,8 @@ class EncoderDecoder(Layer):
         }
         # Shapes and lengths checked here, while they are concrete.
         sequence_mask(self, source_padding, source.shape[0], source.shape[1])
-        sequence_mask(self, target_padding, target.shape[0], target.shape[1])
+        decoder_padding = {f"decoder_{k}": v for k, v in target_padding.items()}
+        sequence_mask(self, decoder_padding, target.shape[0], target.shape[1], "decoder_")
         return source, target, source_padding, target_padding
 
     def init(self, key: jax.Array, x: Any) -> tuple[Params, State]:
