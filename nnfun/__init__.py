@@ -76,6 +76,7 @@ from .layers import GRU as GRU
 from .layers import LSTM as LSTM
 from .layers import MPNN as MPNN
 from .layers import RNN as RNN
+from .layers import MFCC as MFCC
 from .layers import AvgPool as AvgPool
 from .layers import BatchNorm as BatchNorm
 from .layers import Bidirectional as Bidirectional
@@ -99,6 +100,7 @@ from .layers import LearnedPositions as LearnedPositions
 from .layers import MaxPool as MaxPool
 from .layers import MultiHeadAttention as MultiHeadAttention
 from .layers import OnNodes as OnNodes
+from .layers import MelSpectrogram as MelSpectrogram
 from .layers import Readout as Readout
 from .layers import RecurrentCell as RecurrentCell
 from .layers import Reshape as Reshape
@@ -109,7 +111,10 @@ from .layers import SimpleRNN as SimpleRNN
 from .layers import SinusoidalPositions as SinusoidalPositions
 from .layers import TransformerBlock as TransformerBlock
 from .train import TrainState as TrainState
+from .layers import SpecAugment as SpecAugment
+from .layers import Spectrogram as Spectrogram
 from .train import accuracy as accuracy
+from .layers import UtteranceNorm as UtteranceNorm
 from .train import corpus_bleu as corpus_bleu
 from .train import eval_step as eval_step
 from .train import exact_match as exact_match

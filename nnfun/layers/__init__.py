@@ -7,13 +7,19 @@ normalisation (``BatchNorm``, ``LayerNorm``, ``RMSNorm``, ``GroupNorm``),
 (``CrossNetwork``, ``FactorizationMachine``), shape layers (``Flatten``, ``Reshape``), recurrent
 cells (``SimpleRNN``, ``LSTM``, ``GRU``) with the scan-over-time wrapper ``RNN``
 and ``Bidirectional``, attention and transformer blocks, positional
-encodings, and graph layers on a padded ``nnfun.data.Graph`` batch (``GraphConv``,
+encodings, the audio front end (``Spectrogram``, ``MelSpectrogram``, ``MFCC``,
+``SpecAugment``, ``UtteranceNorm``), and graph layers on a padded ``nnfun.data.Graph`` batch (``GraphConv``,
 ``GIN``, ``GAT``, ``MPNN``, ``OnNodes``, the readouts ``Readout`` and ``Set2Set``,
 and the segment reductions they use). Inputs are batched and channels-last; dense
 kernels are ``(in, out)``.
 """
 
 from ._attention import MultiHeadAttention as MultiHeadAttention
+from ._audio import MFCC as MFCC
+from ._audio import MelSpectrogram as MelSpectrogram
+from ._audio import SpecAugment as SpecAugment
+from ._audio import Spectrogram as Spectrogram
+from ._audio import UtteranceNorm as UtteranceNorm
 from ._batchnorm import BatchNorm as BatchNorm
 from ._conv import Conv as Conv
 from ._conv import ConvTranspose as ConvTranspose
