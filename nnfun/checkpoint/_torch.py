@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._format import CheckpointError, read_safetensors
-from ._tree import _describe, _mismatch_message, _to_device, leaf_name
+from ._tree import describe, leaf_name, mismatch_message, to_device
 
 Transform = Callable[[np.ndarray], np.ndarray]
 Mapping = Callable[[str], "str | tuple[str, Transform] | None"]
@@ -85,7 +85,7 @@ def import_state_dict(
             filled[target] = value
     missing = [t for t in targets if t not in sources] if strict else []
     if missing or unexpected or problems:
-        raise CheckpointError(_mismatch_message(path, missing, unexpected, problems))
+        raise CheckpointError(mismatch_message(path, missing, unexpected, problems))
     leaves = [filled.get(name, leaf) for name, leaf in targets.items()]
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
@@ -111,11 +111,11 @@ def _convert(name: str, target: str, array: Any, leaf: Any, problems: list) -> A
     both_float = jnp.issubdtype(array.dtype, jnp.floating) and jnp.issubdtype(dtype, jnp.floating)
     if array.shape != tuple(leaf.shape) or (array.dtype != dtype and not both_float):
         problems.append(
-            f"{target} (from {name}): expected {_describe(leaf.shape, dtype)}, "
-            f"found {_describe(array.shape, array.dtype)}"
+            f"{target} (from {name}): expected {describe(leaf.shape, dtype)}, "
+            f"found {describe(array.shape, array.dtype)}"
         )
         return None
     array = array.astype(dtype, copy=False)
     if isinstance(leaf, (np.ndarray, np.generic)):
         return np.array(array)
-    return _to_device(array, leaf)
+    return to_device(array, leaf)

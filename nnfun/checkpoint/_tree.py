@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 import jax
@@ -26,8 +26,8 @@ SKELETON_KEY = "nnfun.tree"
 FORMAT_KEY = "nnfun.format"
 FORMAT_VERSION = "1"
 ROOT_NAME = "__root__"  # the tensor name of a tree that is a single leaf
-_PY_TYPES = {"bool": (bool, np.bool_), "int": (int, np.int64), "float": (float, np.float64)}
-_PY_KINDS = {"bool": "b", "int": "iu", "float": "f"}  # NumPy dtype kinds each may load from
+PY_TYPES = {"bool": (bool, np.bool_), "int": (int, np.int64), "float": (float, np.float64)}
+PY_KINDS = {"bool": "b", "int": "iu", "float": "f"}  # NumPy dtype kinds each may load from
 _MAX_LISTED = 20
 
 
@@ -54,32 +54,38 @@ def _join(prefix: str, segment: Any) -> str:
     return f"{prefix}/{segment}" if prefix else str(segment)
 
 
-def _is_key(leaf: Any) -> bool:
+def is_key(leaf: Any) -> bool:
     dtype = getattr(leaf, "dtype", None)
     return dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
 
 
-def _key_impl(leaf: Any) -> str:
+def key_impl(leaf: Any) -> str:
     if isinstance(leaf, jax.Array):
         return str(jax.random.key_impl(leaf))
     return str(leaf.dtype).removeprefix("key<").removesuffix(">")  # a ShapeDtypeStruct
 
 
-def _is_python_scalar(leaf: Any) -> bool:
+def is_python_scalar(leaf: Any) -> bool:
     return isinstance(leaf, (bool, int, float)) and not isinstance(leaf, np.generic)
 
 
-def _py_kind(leaf: bool | int | float) -> str:
+def py_kind(leaf: bool | int | float) -> str:
     return "bool" if isinstance(leaf, bool) else "int" if isinstance(leaf, int) else "float"
 
 
-class _Encoder:
-    """Walks a pytree, collecting ``{name: np.ndarray}`` and returning its JSON skeleton."""
+class Encoder:
+    """Walks a pytree, collecting ``{name: array}`` and returning its JSON skeleton.
 
-    def __init__(self) -> None:
-        self.tensors: dict[str, np.ndarray] = {}
+    ``host`` turns each array leaf (and each key's data) into what is stored:
+    ``np.asarray`` for a file; the identity keeps arrays that span processes on
+    their devices for Orbax.
+    """
 
-    def add(self, name: str, array: np.ndarray) -> str:
+    def __init__(self, host: Callable[[Any], Any] = np.asarray) -> None:
+        self.tensors: dict[str, Any] = {}
+        self.host = host
+
+    def add(self, name: str, array: Any) -> str:
         name = name or ROOT_NAME
         if name in self.tensors or name == "__metadata__":
             raise CheckpointError(
@@ -92,15 +98,15 @@ class _Encoder:
     def encode(self, tree: Any, prefix: str = "") -> Any:
         if tree is None:
             return None
-        if _is_key(tree):
-            data = np.asarray(jax.random.key_data(tree))
-            return {"key": self.add(prefix, data), "impl": _key_impl(tree)}
-        if _is_python_scalar(tree):
-            kind = _py_kind(tree)
-            array: np.ndarray = np.asarray(tree, dtype=_PY_TYPES[kind][1])
+        if is_key(tree):
+            data = self.host(jax.random.key_data(tree))
+            return {"key": self.add(prefix, data), "impl": key_impl(tree)}
+        if is_python_scalar(tree):
+            kind = py_kind(tree)
+            array: np.ndarray = np.asarray(tree, dtype=PY_TYPES[kind][1])
             return {"py": kind, "t": self.add(prefix, array)}
         if isinstance(tree, (np.ndarray, np.generic, jax.Array)):
-            return {"t": self.add(prefix, np.asarray(tree))}
+            return {"t": self.add(prefix, self.host(tree))}
         if isinstance(tree, dict):
             return {
                 "dict": [[_json_key(k), self.encode(v, _join(prefix, k))] for k, v in tree.items()]
@@ -170,7 +176,7 @@ def save(path: str | os.PathLike, tree: Any, *, metadata: Mapping[str, str] | No
 def save_tree(path: str | os.PathLike, tree: Any, metadata: Mapping[str, str]) -> None:
     """:func:`save` without the check on reserved metadata keys (for nnfun's own keys)."""
     extra = dict(metadata)
-    encoder = _Encoder()
+    encoder = Encoder()
     skeleton = encoder.encode(tree)
     extra.update({FORMAT_KEY: FORMAT_VERSION, SKELETON_KEY: json.dumps(skeleton)})
     write_safetensors(path, encoder.tensors, extra)
@@ -212,8 +218,8 @@ def load(path: str | os.PathLike, like: Any = None) -> Any:
     if like is None:
         if skeleton is None:
             return _nest(path, tensors)
-        return _decode(path, skeleton, tensors)
-    return _restore(path, like, tensors, _leaf_kinds(skeleton))
+        return decode(path, skeleton, tensors)
+    return _restore(path, like, tensors, leaf_kinds(skeleton))
 
 
 def _skeleton(path: Any, metadata: Mapping[str, str], tensors: Mapping[str, Any]) -> Any:
@@ -223,7 +229,7 @@ def _skeleton(path: Any, metadata: Mapping[str, str], tensors: Mapping[str, Any]
         skeleton = json.loads(metadata[SKELETON_KEY])
     except (json.JSONDecodeError, RecursionError) as e:
         raise CheckpointError(f"{path}: corrupted {SKELETON_KEY} metadata ({e})") from None
-    used = set(_leaf_kinds(skeleton, path))
+    used = set(leaf_kinds(skeleton, path))
     if used != set(tensors):
         raise CheckpointError(
             f"{path}: corrupted {SKELETON_KEY} metadata: it names tensors "
@@ -240,7 +246,7 @@ def _children(node: dict[str, Any]) -> list[Any]:
     return list(node.get("list", node.get("tuple", [])))
 
 
-def _leaf_kinds(skeleton: Any, path: Any = None) -> dict[str, dict]:
+def leaf_kinds(skeleton: Any, path: Any = None) -> dict[str, dict]:
     """``{tensor name: skeleton leaf}`` (``{"t": ...}``, ``{"key": ..., "impl": ...}``, ...)."""
     kinds: dict[str, dict] = {}
     stack = [skeleton]
@@ -258,7 +264,7 @@ def _leaf_kinds(skeleton: Any, path: Any = None) -> dict[str, dict]:
     return kinds
 
 
-def _decode(path: Any, node: Any, tensors: Mapping[str, np.ndarray]) -> Any:
+def decode(path: Any, node: Any, tensors: Mapping[str, np.ndarray]) -> Any:
     try:
         return _decode_node(node, tensors)
     except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as e:
@@ -271,7 +277,7 @@ def _decode_node(node: Any, tensors: Mapping[str, np.ndarray]) -> Any:
     if "key" in node:
         return jax.random.wrap_key_data(jnp.asarray(tensors[node["key"]]), impl=node["impl"])
     if "py" in node:
-        return _PY_TYPES[node["py"]][0](tensors[node["t"]].item())
+        return PY_TYPES[node["py"]][0](tensors[node["t"]].item())
     if "t" in node:
         return tensors[node["t"]]
     if "list" in node:
@@ -291,7 +297,7 @@ def _nest(path: Any, tensors: Mapping[str, np.ndarray]) -> dict[str, Any]:
         raise CheckpointError(f"{path}: {e}") from e
 
 
-def _describe(shape: tuple, dtype: Any) -> str:
+def describe(shape: tuple, dtype: Any) -> str:
     return f"{np.dtype(dtype)}{list(shape)}"
 
 
@@ -304,13 +310,18 @@ def _restore(path: Any, like: Any, tensors: Mapping[str, np.ndarray], kinds: dic
     leaves = []
     for name, (_, leaf) in zip(names, flat, strict=True):
         if name in tensors:
-            leaves.append(_restore_leaf(name, leaf, tensors[name], kinds.get(name), problems))
+            array = tensors[name]
+            problem = check_leaf(name, leaf, array.shape, array.dtype, kinds.get(name))
+            if problem is None:
+                leaves.append(convert_leaf(leaf, array))
+            else:
+                problems.append(problem)
     if missing or unexpected or problems:
-        raise CheckpointError(_mismatch_message(path, missing, unexpected, problems))
+        raise CheckpointError(mismatch_message(path, missing, unexpected, problems))
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
-def _mismatch_message(path: Any, missing: list, unexpected: list, problems: list) -> str:
+def mismatch_message(path: Any, missing: list, unexpected: list, problems: list) -> str:
     def listed(items: list[str]) -> str:
         more = f", ... ({len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else ""
         return ", ".join(items[:_MAX_LISTED]) + more
@@ -326,46 +337,46 @@ def _mismatch_message(path: Any, missing: list, unexpected: list, problems: list
     return "\n".join(lines)
 
 
-def _restore_leaf(name: str, leaf: Any, array: np.ndarray, kind: Any, problems: list) -> Any:
-    found = _describe(array.shape, array.dtype)
-    if _is_key(leaf):
-        return _restore_key(name, leaf, array, kind, problems)
-    if _is_python_scalar(leaf):
-        wanted = _py_kind(leaf)
-        if array.shape != () or array.dtype.kind not in _PY_KINDS[wanted]:
-            problems.append(f"{name}: expected a Python {wanted} (0-d), found {found}")
-            return None
-        return type(leaf)(array.item())
+def check_leaf(name: str, leaf: Any, shape: tuple, dtype: Any, kind: Any) -> str | None:
+    """Why a stored tensor of ``shape`` and ``dtype`` cannot fill ``leaf``, or ``None``."""
+    found = describe(shape, dtype)
+    if is_key(leaf):
+        return _check_key(name, leaf, found, kind)
+    if is_python_scalar(leaf):
+        wanted = py_kind(leaf)
+        if tuple(shape) != () or np.dtype(dtype).kind not in PY_KINDS[wanted]:
+            return f"{name}: expected a Python {wanted} (0-d), found {found}"
+        return None
     if not isinstance(leaf, (np.ndarray, np.generic, jax.Array, jax.ShapeDtypeStruct)):
-        problems.append(f"{name}: cannot restore into a like leaf of type {type(leaf).__name__}")
-        return None
-    expected = _describe(np.shape(leaf), leaf.dtype)
-    if expected != found:
-        problems.append(f"{name}: expected {expected}, found {found}")
-        return None
+        return f"{name}: cannot restore into a like leaf of type {type(leaf).__name__}"
+    expected = describe(np.shape(leaf), leaf.dtype)
+    return f"{name}: expected {expected}, found {found}" if expected != found else None
+
+
+def _check_key(name: str, leaf: Any, found: str, kind: Any) -> str | None:
+    impl = key_impl(leaf)
+    if not kind or "key" not in kind:
+        return f"{name}: expected a PRNG key ({impl}), found a plain array"
+    if kind["impl"] != impl:
+        return f"{name}: expected a {impl} PRNG key, found a {kind['impl']} key"
+    data = jax.eval_shape(jax.random.key_data, leaf)
+    if describe(data.shape, data.dtype) != found:
+        return f"{name}: expected key data {describe(data.shape, data.dtype)}, found {found}"
+    return None
+
+
+def convert_leaf(leaf: Any, array: Any) -> Any:
+    """A stored tensor (checked by :func:`check_leaf`) as the kind of ``leaf``."""
+    if is_key(leaf):
+        key = jax.random.wrap_key_data(jnp.asarray(array), impl=key_impl(leaf))
+        return to_device(key, leaf)
+    if is_python_scalar(leaf):
+        return type(leaf)(np.asarray(array).item())
     if isinstance(leaf, (np.ndarray, np.generic)):
         return np.array(array)
-    return _to_device(array, leaf)
+    return to_device(array, leaf)
 
 
-def _to_device(array: Any, leaf: Any) -> jax.Array:
+def to_device(array: Any, leaf: Any) -> jax.Array:
     sharding = getattr(leaf, "sharding", None)
     return jax.device_put(array, sharding) if sharding is not None else jnp.asarray(array)
-
-
-def _restore_key(name: str, leaf: Any, array: np.ndarray, kind: Any, problems: list) -> Any:
-    impl = _key_impl(leaf)
-    if not kind or "key" not in kind:
-        problems.append(f"{name}: expected a PRNG key ({impl}), found a plain array")
-        return None
-    if kind["impl"] != impl:
-        problems.append(f"{name}: expected a {impl} PRNG key, found a {kind['impl']} key")
-        return None
-    data = jax.eval_shape(jax.random.key_data, leaf)
-    if _describe(data.shape, data.dtype) != _describe(array.shape, array.dtype):
-        problems.append(
-            f"{name}: expected key data {_describe(data.shape, data.dtype)}, "
-            f"found {_describe(array.shape, array.dtype)}"
-        )
-        return None
-    return _to_device(jax.random.wrap_key_data(jnp.asarray(array), impl=impl), leaf)

@@ -50,9 +50,16 @@ def first_nonfinite(tree: Any) -> str | None:
         dtype = getattr(leaf, "dtype", None)
         if dtype is None or not jnp.issubdtype(dtype, jnp.inexact):
             continue
-        if not np.all(np.isfinite(np.asarray(leaf))):
+        if not _all_finite(leaf):
             return _path_str(path)
     return None
+
+
+def _all_finite(leaf: Any) -> bool:
+    if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+        # Sharded across processes: reduce on the devices; the answer is replicated.
+        return bool(jnp.all(jnp.isfinite(leaf)))
+    return bool(np.all(np.isfinite(np.asarray(leaf))))
 
 
 def _gradients(model: Layer, loss_fn: LossFn) -> Callable[[TrainState, Any], Params]:
