@@ -7,10 +7,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from .. import ops
 from ..core._children import apply_child, init_child, split_inputs
-from ..core._layer import Layer, Params, State, layer_error, require_key
+from ..core._layer import Layer, Params, State, layer_error
 from ..core._masks import concrete, sequence_mask
+from ._attention_kernels import attend, check_kernel_name
 from ._dense import Dense
 from ._position import RotaryPositions
 
@@ -18,30 +18,6 @@ _CACHE_KEYS = {"key", "value", "index"}
 _EXTRAS = frozenset(
     {"mask", "lengths", "attention_mask", "memory", "memory_mask", "memory_lengths"}
 )
-
-
-def _attend(
-    q: jax.Array,
-    k: jax.Array,
-    v: jax.Array,
-    mask: jax.Array | None,
-    dropout: float,
-    key: jax.Array | None,
-) -> jax.Array:
-    """Softmax attention in the inputs' dtype, with optional dropout on the weights.
-
-    ``q (B, T, H, D)``, ``k, v (B, S, K, D)``; ``key=None`` means no dropout.
-    """
-    groups = q.shape[2] // k.shape[2]
-    k, v = jnp.repeat(k, groups, axis=2), jnp.repeat(v, groups, axis=2)
-    logits = jnp.einsum("bthd,bshd->bhts", q, k) / jnp.sqrt(q.shape[-1]).astype(q.dtype)
-    if mask is not None:
-        logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
-    weights = jax.nn.softmax(logits, axis=-1)
-    if key is not None:
-        keep = jax.random.bernoulli(key, 1.0 - dropout, weights.shape)
-        weights = jnp.where(keep, weights / (1.0 - dropout), jnp.zeros_like(weights))
-    return jnp.einsum("bhts,bshd->bthd", weights, v)
 
 
 class MultiHeadAttention(Layer):
@@ -75,14 +51,19 @@ class MultiHeadAttention(Layer):
             input width); must be divisible by ``num_heads``.
         out_features: output width (default: the query's input width).
         use_bias: biases in the four projections.
+        out_bias: a bias in the output projection; default ``use_bias`` (Qwen2
+            has query/key/value biases but none on the output).
         dropout: dropout rate on the attention weights (in training).
         causal: position ``t`` attends only to positions ``<= t``.
         rotary: a :class:`RotaryPositions` applied to queries and keys, or None.
-
-    Causal self-attention without a mask, dropout or cache, in float32 or
-    bfloat16, runs :func:`nnfun.ops.causal_attention` (a custom VJP: reverse
-    mode only); everything else ``jax.nn.dot_product_attention`` or, with
-    dropout or float64, a plain softmax.
+        attention_kernel: what computes the attention: ``"auto"`` (by backend:
+            the path tuned for XLA:CPU on CPU, cuDNN's fused attention on a GPU
+            where dtype and shapes allow, XLA otherwise), ``"cpu"``, ``"xla"``
+            or ``"cudnn"``; the numbers agree to rounding. On ``"cpu"`` causal
+            self-attention without a mask, dropout or cache, in float32 or
+            bfloat16, runs :func:`nnfun.ops.causal_attention` (a custom VJP:
+            reverse mode only). Dropout and float64 take a plain softmax with
+            every kernel. Details: ``nnfun.layers._attention_kernels``.
 
     Shapes: ``(batch, time, features) -> (batch, time, out_features)``. Params:
     ``query``, ``key``, ``value``, ``out``, each ``{"kernel", "bias"}``.
@@ -105,9 +86,12 @@ class MultiHeadAttention(Layer):
     dropout: float = 0.0
     causal: bool = False
     rotary: Any = None
+    attention_kernel: str = "auto"
+    out_bias: bool | None = None
 
     def __post_init__(self) -> None:
         name = "MultiHeadAttention"
+        check_kernel_name(name, self.attention_kernel)
         if not isinstance(self.num_heads, int) or self.num_heads < 1:
             raise ValueError(f"{name} num_heads must be a positive int, got {self.num_heads!r}")
         if self.num_heads % self.kv_heads:
@@ -123,6 +107,10 @@ class MultiHeadAttention(Layer):
             raise ValueError(f"{name} dropout must be in [0, 1), got {self.dropout!r}")
         if self.rotary is not None and not isinstance(self.rotary, RotaryPositions):
             raise TypeError(f"{name} rotary must be a RotaryPositions or None")
+
+    @property
+    def _out_bias(self) -> bool:
+        return self.use_bias if self.out_bias is None else self.out_bias
 
     @property
     def kv_heads(self) -> int:
@@ -174,7 +162,7 @@ class MultiHeadAttention(Layer):
             "query": Dense(width, self.use_bias),
             "key": Dense(kv_width, self.use_bias),
             "value": Dense(kv_width, self.use_bias),
-            "out": Dense(self.out_features or q.shape[-1], self.use_bias),
+            "out": Dense(self.out_features or q.shape[-1], self._out_bias),
         }
 
     def init(self, key: jax.Array, x: Any) -> tuple[Params, State]:
@@ -267,20 +255,8 @@ class MultiHeadAttention(Layer):
         key: jax.Array | None,
         train: bool,
     ) -> jax.Array:
-        dropout = train and self.dropout > 0.0
-        plain = causal and mask is None and not dropout and q.shape[1] == k.shape[1]
-        if plain and q.dtype in (jnp.float32, jnp.bfloat16):
-            # ops.causal_attention's backward is faster on XLA:CPU (benchmarks/NOTES.md).
-            groups = q.shape[2] // k.shape[2]
-            k, v = jnp.repeat(k, groups, axis=2), jnp.repeat(v, groups, axis=2)
-            return ops.causal_attention(q, k, v)
-        # jax.nn.dot_product_attention takes its softmax in float32; float64 keeps our path.
-        if not dropout and q.dtype != jnp.float64:
-            return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal)
-        if causal:
-            tri = jnp.tril(jnp.ones((q.shape[1], k.shape[1]), jnp.bool_))[None, None]
-            mask = tri if mask is None else jnp.logical_and(mask, tri)
-        return _attend(q, k, v, mask, self.dropout, require_key(self, key) if dropout else None)
+        rate = self.dropout if train else 0.0
+        return attend(self, self.attention_kernel, q, k, v, mask, causal, rate, key)
 
     def init_cache(self, params: Params, batch_size: int, max_length: int) -> State:
         """An empty KV cache for decoding ``batch_size`` sequences of up to ``max_length``.

@@ -11,10 +11,12 @@ from ..core._layer import Layer, Params, State, layer_error
 from ._attention import MultiHeadAttention
 from ._dropout import Dropout
 from ._feedforward import FeedForward
-from ._norm import LayerNorm
+from ._norm import LayerNorm, RMSNorm
 
 _SELF = ("mask", "lengths", "attention_mask")
 _CROSS = ("memory", "memory_mask", "memory_lengths")
+#: The blocks' normalisations by name.
+NORMS: dict[str, type[LayerNorm] | type[RMSNorm]] = {"layer": LayerNorm, "rms": RMSNorm}
 
 
 class _Block(Layer):
@@ -31,24 +33,31 @@ class _Block(Layer):
     activation: str = "gelu_tanh"
     epsilon: float = 1e-5
     mlp_features: int | None = None
+    attention_kernel: str = "auto"
+    norm: str = "layer"
+    qkv_bias: bool | None = None
 
     def __post_init__(self) -> None:
         name = type(self).__name__
         if not isinstance(self.mlp_ratio, int) or self.mlp_ratio < 1:
             raise ValueError(f"{name} mlp_ratio must be >= 1, got {self.mlp_ratio!r}")
+        if self.norm not in NORMS:
+            raise ValueError(f"{name} norm must be one of {sorted(NORMS)}, got {self.norm!r}")
         _ = self.attention  # builds it now so bad attention settings fail here
         self._mlp(1)
-        LayerNorm(epsilon=self.epsilon)
+        _ = self._norm
 
     @property
     def attention(self) -> MultiHeadAttention:
         return MultiHeadAttention(
             self.num_heads,
             self.num_kv_heads,
-            use_bias=self.use_bias,
+            use_bias=self.use_bias if self.qkv_bias is None else self.qkv_bias,
             dropout=self.dropout,
             causal=self.causal,
             rotary=self.rotary,
+            attention_kernel=self.attention_kernel,
+            out_bias=self.use_bias,
         )
 
     def _mlp(self, width: int) -> FeedForward:
@@ -68,8 +77,8 @@ class _Block(Layer):
         return params
 
     @property
-    def _norm(self) -> LayerNorm:
-        return LayerNorm(epsilon=self.epsilon)
+    def _norm(self) -> LayerNorm | RMSNorm:
+        return NORMS[self.norm](epsilon=self.epsilon)
 
     def _sublayer(
         self,
@@ -128,6 +137,11 @@ class TransformerBlock(_Block):
             ``"gelu"``, ``"relu"``, ``"swiglu"``).
         epsilon: the LayerNorms' epsilon.
         mlp_features: the MLP's hidden width, any size; overrides ``mlp_ratio``.
+        attention_kernel: :class:`MultiHeadAttention`'s (``"auto"``, ``"cpu"``,
+            ``"xla"``, ``"cudnn"``).
+        norm: ``"layer"`` (:class:`LayerNorm`) or ``"rms"`` (:class:`RMSNorm`, Llama).
+        qkv_bias: biases in the query/key/value projections; default ``use_bias``
+            (which then covers the output projection and the MLP only).
 
     Shapes: ``(batch, time, d) -> (batch, time, d)``. Params: ``attention_norm``,
     ``attention``, ``mlp_norm``, ``mlp`` (``hidden``, ``out``).
@@ -216,7 +230,13 @@ class DecoderBlock(_Block):
     @property
     def cross_attention(self) -> MultiHeadAttention:
         heads, kv_heads, bias = self.num_heads, self.num_kv_heads, self.use_bias
-        return MultiHeadAttention(heads, kv_heads, use_bias=bias, dropout=self.dropout)
+        return MultiHeadAttention(
+            heads,
+            kv_heads,
+            use_bias=bias,
+            dropout=self.dropout,
+            attention_kernel=self.attention_kernel,
+        )
 
     def init(self, key: jax.Array, x: Any) -> tuple[Params, State]:
         x, extras = split_inputs(self, x)

@@ -2,8 +2,10 @@
 
 ``GPT`` maps token ids ``(batch, time)`` to next-token logits ``(batch, time,
 vocab)``: token embedding, positions, a :class:`nnfun.Stack` of pre-norm causal
-:class:`nnfun.TransformerBlock` s, a final LayerNorm, and the output projection
-tied to the embedding (``Embedding.attend``).
+:class:`nnfun.TransformerBlock` s, a final norm, and the output projection
+tied to the embedding (``Embedding.attend``) or its own ``head``. Its settings
+cover GPT-2 (the defaults) and the Llama family (``LLAMA_SETTINGS``: RMSNorm,
+rotary positions, SwiGLU, no biases, an untied head).
 
 The input may be the ids or ``{"inputs": ids, "mask": m}`` (or ``"lengths"``):
 the padding reaches every block's attention. Decoding passes a cache as
@@ -26,16 +28,25 @@ from ..core._layer import Layer, Params, State, layer_error
 from ..core._stack import Stack
 from ..layers._dropout import Dropout
 from ..layers._embedding import Embedding
-from ..layers._norm import LayerNorm
+from ..layers._dense import Dense
 from ..layers._position import LearnedPositions, RotaryPositions, SinusoidalPositions
-from ..layers._transformer import TransformerBlock
+from ..layers._transformer import NORMS, TransformerBlock
 
 POSITIONS = ("learned", "sinusoidal", "rotary")
 AUTO_UNROLL_MAX_LAYERS = 12  # unroll=None unrolls the Stack up to this depth
+#: The settings that make :class:`GPT` a Llama-family model (give ``rotary`` for its base).
+LLAMA_SETTINGS: dict[str, Any] = {
+    "positions": "rotary",
+    "norm": "rms",
+    "epsilon": 1e-6,
+    "activation": "swiglu",
+    "use_bias": False,
+    "tied_head": False,
+}
 
 
 class GPT(Layer):
-    """Decoder-only transformer language model with tied input/output embeddings.
+    """Decoder-only transformer language model (GPT-2 and Llama families).
 
     Args:
         vocab_size: number of token ids.
@@ -60,6 +71,22 @@ class GPT(Layer):
             fast; at 12 blocks it compiles in 4.5 s instead of 2.3 s, at 48 in
             19 s instead of 3 s (``benchmarks/NOTES.md``, phase 3). ``remat``
             keeps the loop, the only place XLA:CPU honours it.
+        attention_kernel: the blocks' attention kernel: ``"auto"`` (by backend),
+            ``"cpu"``, ``"xla"`` or ``"cudnn"`` (:class:`nnfun.MultiHeadAttention`).
+        norm: ``"layer"`` (LayerNorm, GPT-2) or ``"rms"`` (RMSNorm, Llama), in the
+            blocks and at the end.
+        epsilon: the norms' epsilon.
+        activation: the MLP's (:class:`nnfun.FeedForward`): ``"gelu_tanh"``
+            (GPT-2), ``"swiglu"`` (Llama), ``"gelu"``, ``"relu"``.
+        mlp_features: the MLP's hidden width; overrides ``mlp_ratio``.
+        use_bias: biases in the attention and MLP projections.
+        qkv_bias: biases in the query/key/value projections only; default
+            ``use_bias`` (Qwen2: True with ``use_bias=False``).
+        tied_head: the output projection is the embedding table (GPT-2); False
+            gives a separate bias-free ``head`` Dense (Llama).
+        rotary: the :class:`nnfun.RotaryPositions` settings (base, frequency
+            scaling) when ``positions="rotary"``; default
+            ``RotaryPositions(max_length=max_length)``.
 
     Shapes: int ``(batch, time) -> (batch, time, vocab_size)``.
 
@@ -86,10 +113,24 @@ class GPT(Layer):
     stacked: bool = True
     remat: bool = False
     unroll: int | bool | None = None
+    attention_kernel: str = "auto"
+    norm: str = "layer"
+    epsilon: float = 1e-5
+    activation: str = "gelu_tanh"
+    mlp_features: int | None = None
+    use_bias: bool = True
+    qkv_bias: bool | None = None
+    tied_head: bool = True
+    rotary: RotaryPositions | None = None
 
     def __post_init__(self) -> None:
         if self.positions not in POSITIONS:
             raise ValueError(f"GPT positions must be one of {POSITIONS}, got {self.positions!r}")
+        if self.rotary is not None and self.positions != "rotary":
+            raise ValueError(
+                f"GPT: rotary settings were given but positions={self.positions!r}; "
+                "pass positions='rotary' with them, or drop rotary"
+            )
         if self.d_model % self.num_heads:
             raise ValueError(
                 f"GPT: num_heads={self.num_heads} does not divide d_model={self.d_model}; "
@@ -99,7 +140,9 @@ class GPT(Layer):
 
     @property
     def block(self) -> TransformerBlock:
-        rotary = RotaryPositions(max_length=self.max_length) if self.positions == "rotary" else None
+        rotary = None
+        if self.positions == "rotary":
+            rotary = self.rotary or RotaryPositions(max_length=self.max_length)
         return TransformerBlock(
             self.num_heads,
             self.num_kv_heads,
@@ -107,6 +150,13 @@ class GPT(Layer):
             dropout=self.dropout,
             causal=True,
             rotary=rotary,
+            use_bias=self.use_bias,
+            activation=self.activation,
+            epsilon=self.epsilon,
+            mlp_features=self.mlp_features,
+            attention_kernel=self.attention_kernel,
+            norm=self.norm,
+            qkv_bias=self.qkv_bias,
         )
 
     @property
@@ -134,8 +184,10 @@ class GPT(Layer):
         children += [
             ("embedding_dropout", Dropout(self.dropout)),
             ("blocks", self._blocks()),
-            ("norm", LayerNorm()),
+            ("norm", NORMS[self.norm](epsilon=self.epsilon)),
         ]
+        if not self.tied_head:
+            children.append(("head", Dense(self.vocab_size, use_bias=False)))
         return tuple(children)
 
     def _check(self, ids: Any) -> None:
@@ -177,6 +229,8 @@ class GPT(Layer):
                 new_state[name] = s
         if state:
             new_state["position"] = state["position"] + x.shape[1]
+        if not self.tied_head:
+            return x, new_state
         logits = Embedding(self.vocab_size, self.d_model).attend(params["embedding"], x)
         return logits, new_state
 
