@@ -13,6 +13,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ..core._children import split_inputs
 from ..core._initializers import get_initializer
@@ -20,6 +21,8 @@ from ..core._layer import Layer, Params, State, layer_error
 from ..core._masks import concrete
 
 _OFFSET = frozenset({"offset"})
+#: The frequency scalings of :class:`RotaryPositions` (None: unscaled).
+ROPE_SCALINGS = (None, "linear", "llama3")
 
 
 def _unpack(layer: Layer, x: Any) -> tuple[jax.Array, Any]:
@@ -168,9 +171,21 @@ class RotaryPositions(Layer):
     rotated query and key depends only on their relative position.
     :class:`nnfun.MultiHeadAttention` applies it when given ``rotary=``.
 
+    Frequency scaling stretches the context a model was trained on (the
+    ``rope_scaling`` of Hugging Face configs): ``"linear"`` divides every
+    frequency by ``factor``; ``"llama3"`` (Llama 3.1) divides the low
+    frequencies (wavelengths above ``original_max_length / low_freq_factor``)
+    by ``factor``, keeps the high ones (wavelengths below
+    ``original_max_length / high_freq_factor``) and blends in between.
+
     Args:
         base: the wavelength scale.
         max_length: if set, the longest sequence accepted.
+        scaling: None, ``"linear"`` or ``"llama3"``.
+        factor: the scaling factor (``scaling`` set).
+        low_freq_factor: ``"llama3"`` only.
+        high_freq_factor: ``"llama3"`` only.
+        original_max_length: ``"llama3"`` only: the context length before scaling.
 
     Shapes: ``(batch, time, heads, head_dim) -> same``; ``head_dim`` even; no params.
 
@@ -184,8 +199,44 @@ class RotaryPositions(Layer):
 
     base: float = 10000.0
     max_length: int | None = None
+    scaling: str | None = None
+    factor: float = 1.0
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+    original_max_length: int = 8192
 
     extras = _OFFSET
+
+    def __post_init__(self) -> None:
+        if self.scaling not in ROPE_SCALINGS:
+            raise ValueError(
+                f"RotaryPositions scaling must be one of {ROPE_SCALINGS}, got {self.scaling!r}"
+            )
+        if self.scaling is not None and not self.factor > 0:
+            raise ValueError(f"RotaryPositions factor must be > 0, got {self.factor!r}")
+        if self.scaling == "llama3" and not self.high_freq_factor > self.low_freq_factor:
+            raise ValueError(
+                f"RotaryPositions high_freq_factor ({self.high_freq_factor}) must exceed "
+                f"low_freq_factor ({self.low_freq_factor})"
+            )
+
+    def inverse_frequencies(self, half: int) -> jax.Array:
+        """The ``half`` rotation frequencies (radians per position), scaled, in float32."""
+        inv_freq = self.base ** (-jnp.arange(half, dtype=jnp.float32) / half)
+        if self.scaling == "linear":
+            return inv_freq / self.factor
+        if self.scaling == "llama3":
+            wavelength = 2 * np.pi / inv_freq
+            low_wavelength = self.original_max_length / self.low_freq_factor
+            high_wavelength = self.original_max_length / self.high_freq_factor
+            scaled = jnp.where(wavelength > low_wavelength, inv_freq / self.factor, inv_freq)
+            smooth = (self.original_max_length / wavelength - self.low_freq_factor) / (
+                self.high_freq_factor - self.low_freq_factor
+            )
+            blended = (1 - smooth) * scaled / self.factor + smooth * scaled
+            medium = (wavelength >= high_wavelength) & (wavelength <= low_wavelength)
+            return jnp.where(medium, blended, scaled)
+        return inv_freq
 
     def _check(self, x: Any, offset: Any = 0) -> None:
         if len(x.shape) != 4 or x.shape[-1] % 2:
@@ -203,7 +254,7 @@ class RotaryPositions(Layer):
     def rotate(self, x: jax.Array, positions: jax.Array) -> jax.Array:
         """Rotates ``x`` ``(batch, time, heads, head_dim)`` for ``positions`` ``(time,)``."""
         half = x.shape[-1] // 2
-        inv_freq = self.base ** (-jnp.arange(half, dtype=jnp.float32) / half)
+        inv_freq = self.inverse_frequencies(half)
         angles = positions.astype(jnp.float32)[:, None] * inv_freq[None, :]
         cos = jnp.cos(angles)[None, :, None, :].astype(x.dtype)
         sin = jnp.sin(angles)[None, :, None, :].astype(x.dtype)

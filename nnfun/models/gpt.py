@@ -26,9 +26,9 @@ from ..core._children import apply_child, extras_of, init_child, split_inputs
 from ..core._combinators import Sequential
 from ..core._layer import Layer, Params, State, layer_error
 from ..core._stack import Stack
+from ..layers._dense import Dense
 from ..layers._dropout import Dropout
 from ..layers._embedding import Embedding
-from ..layers._dense import Dense
 from ..layers._position import LearnedPositions, RotaryPositions, SinusoidalPositions
 from ..layers._transformer import NORMS, TransformerBlock
 
