@@ -52,6 +52,7 @@ from .core import FunctionLayer as FunctionLayer
 from .core import Lambda as Lambda
 from .core import Layer as Layer
 from .core import LayerError as LayerError
+from .core import LoRA as LoRA
 from .core import Parallel as Parallel
 from .core import Residual as Residual
 from .core import Sequential as Sequential
@@ -62,6 +63,7 @@ from .core import from_config as from_config
 from .core import get_initializer as get_initializer
 from .core import init_shapes as init_shapes
 from .core import labels as labels
+from .core import lora as lora
 from .core import summary as summary
 from .core import to_config as to_config
 from .core import unflatten_params as unflatten_params

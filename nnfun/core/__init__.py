@@ -11,7 +11,8 @@ reads (:data:`EXTRAS`; :func:`split_inputs` separates them from the main input).
 
 Parameter tools work on the nested-dict params: :func:`count_params`,
 :func:`flatten_params` / :func:`unflatten_params` (``"a/b/c"`` paths) and
-:func:`labels` (glob rules to label trees for ``optax.multi_transform``).
+:func:`labels` (glob rules to label trees for ``optax.multi_transform``);
+:func:`lora` adds low-rank adapters to chosen dense layers (:class:`LoRA`).
 :func:`summary` tabulates shapes, parameter counts and FLOPs per layer;
 :func:`to_config` / :func:`from_config` turn a model into JSON and back.
 """
@@ -44,6 +45,8 @@ from ._layer import init_shapes as init_shapes
 from ._layer import layer_error as layer_error
 from ._layer import require_key as require_key
 from ._layer import spec_of as spec_of
+from ._lora import LoRA as LoRA
+from ._lora import lora as lora
 from ._params import count_params as count_params
 from ._params import flatten_params as flatten_params
 from ._params import labels as labels
