@@ -2,7 +2,8 @@
 
 MNIST-1D (generated, never downloaded), scikit-learn's digits, English text from
 the standard library for character-level models, number translation pairs
-(spelled by ``num2words``), and a seeded, resumable batch iterator. The dataset
+(spelled by ``num2words``), spoken digit strings (synthesized by eSpeak NG,
+``pip install "nnfun[speech]"``), and a seeded, resumable batch iterator. The dataset
 packages (``mnist1d``, ``scikit-learn``, ``num2words``) are imported only when
 a loader is called: ``pip install "nnfun[data]"``.
 """
@@ -27,6 +28,11 @@ from ._molecules import solubility as solubility
 from ._movielens import GENRES as GENRES
 from ._movielens import MovieLens as MovieLens
 from ._movielens import movielens100k as movielens100k
+from ._speech import SPEECH_ALPHABET as SPEECH_ALPHABET
+from ._speech import Utterances as Utterances
+from ._speech import speech_decode as speech_decode
+from ._speech import speech_encode as speech_encode
+from ._speech import spoken_digits as spoken_digits
 from ._text import CharTokenizer as CharTokenizer
 from ._text import char_splits as char_splits
 from ._text import pydoc_text as pydoc_text
