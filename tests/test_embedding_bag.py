@@ -146,6 +146,10 @@ def test_out_of_range_ids_raise_eagerly_and_give_nan_under_jit(key):
         model.apply(params, state, bad)
     y, _ = jax.jit(model.apply)(params, state, bad)
     assert np.all(np.isnan(y[0])) and np.all(np.isfinite(y[1]))
+    # A negative id at a real position is out of range too, not the last row (NumPy's -1).
+    negative = {"inputs": ids, "lengths": jnp.array([1, 2])}
+    y, _ = jax.jit(model.apply)(params, state, negative)
+    assert np.all(np.isfinite(y[0])) and np.all(np.isnan(y[1]))
     # Padding (-1 past the lengths) is never looked up, so it is no error.
     model.apply(params, state, {"inputs": ids, "lengths": jnp.array([1, 1])})
 
@@ -169,6 +173,9 @@ def test_flat_lengths_must_add_up_eagerly(key):
     x = {"inputs": jnp.array([1, 2, 3]), "lengths": jnp.array([1, 1])}
     with pytest.raises(nf.LayerError, match=r"add up to the 3 ids.*total 2"):
         layer.apply(params, state, x)
+    negative = {"inputs": jnp.array([1, 2, 3]), "lengths": jnp.array([4, -1])}
+    with pytest.raises(nf.LayerError, match=r"'lengths' must be >= 0.*\[4, -1\]"):
+        layer.apply(params, state, negative)
     y, _ = jax.jit(layer.apply)(params, state, x)  # the id past the total is dropped
     np.testing.assert_allclose(y, np.asarray(params["embedding"])[[1, 2]], rtol=1e-6)
 

@@ -100,3 +100,16 @@ def test_reading_never_imports_recbole():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "False"
+
+
+def test_files_with_ratings_outside_the_scale_are_refused():
+    # _check guards what the loader returns: whole stars 1-5, 100,000 ratings, known ids.
+    ratings = np.zeros(100_000, [("user", "i4"), ("item", "i4"), ("rating", "f4"), ("t", "i8")])
+    ratings["rating"] = 4
+    users, items = list(range(1, 944)), list(range(1, 1683))
+    _movielens._check(ratings, users, items)  # a valid table passes
+    ratings["rating"][[3, 7]] = [0, 5.5]
+    with pytest.raises(ValueError, match=r"2 ratings outside the 1-5 star scale.*--no-deps"):
+        _movielens._check(ratings, users, items)
+    with pytest.raises(ValueError, match="99999 ratings, expected 100000"):
+        _movielens._check(ratings[1:], users, items)

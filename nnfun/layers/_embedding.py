@@ -13,14 +13,31 @@ from ..core._initializers import get_initializer
 from ..core._layer import Layer, Params, State, layer_error
 
 
+def lookup(table: jax.Array, ids: Any) -> jax.Array:
+    """Rows ``table[ids]``, NaN rows for ids outside ``[0, len(table))``, negative ones too.
+
+    A gather in fill mode with NumPy's wrapping of negative indices turned off
+    (``jnp.take`` wraps ``-1`` to the last row, even in fill mode). In the
+    backward pass the rows of out-of-range ids are dropped from the scatter.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from nnfun.layers._embedding import lookup
+        >>> lookup(jnp.eye(2), jnp.array([1, -1])).tolist()
+        [[0.0, 1.0], [nan, nan]]
+    """
+    table = jnp.asarray(table)
+    return table.at[ids].get(mode="fill", fill_value=jnp.nan, wrap_negative_indices=False)
+
+
 class Embedding(Layer):
     """Maps integer ids to learned vectors: ``y[..., :] = embedding[ids[...], :]``.
 
     Ids must lie in ``[0, num_embeddings)``. Called eagerly, an id outside that
     range raises a ``LayerError``; under ``jit`` the ids are not known when the
-    check would run, so such an id gives a row of NaN (``jnp.take``'s fill mode)
-    instead of silently reading a clamped row, and the mistake shows up in the
-    loss.
+    check would run, so such an id, negative ones included, gives a row of NaN
+    instead of silently reading a clamped or wrapped-around row (NumPy reads
+    ``table[-1]`` as the last row), and the mistake shows up in the loss.
 
     :meth:`attend` is the tied output projection of a language model:
     ``logits = x @ embedding.T``.
@@ -95,7 +112,7 @@ class Embedding(Layer):
         self._check_ids(x)
         self._check_range(x)
         table = params["embedding"]
-        return jnp.take(table, x, axis=0, mode="fill", fill_value=jnp.nan), state
+        return lookup(table, x), state
 
     def attend(self, params: Params, x: jax.Array) -> jax.Array:
         """Tied output projection: scores of ``x`` against every embedding vector.

@@ -25,6 +25,7 @@ from ..core._children import split_inputs
 from ..core._initializers import get_initializer
 from ..core._layer import Layer, Params, State, layer_error
 from ..core._masks import concrete
+from ._embedding import lookup
 
 _EXTRAS = frozenset({"lengths", "mask", "segments", "weights"})
 _COMBINERS = ("sum", "mean")
@@ -123,12 +124,12 @@ class EmbeddingBag(Layer):
             if real is not None:
                 weights = weights * real.astype(table.dtype)
                 ids = jnp.where(real, ids, 0)
-            rows = jnp.take(table, ids, axis=0, mode="fill", fill_value=jnp.nan)
+            rows = lookup(table, ids)
             total = jnp.einsum("bn,bnf->bf", weights, rows)
             return self._combine(total, jnp.sum(weights, axis=1)), state
         segments, bags = self._segments(extras, ids.shape[0])
         self._check_range(ids, None)
-        rows = jnp.take(table, ids, axis=0, mode="fill", fill_value=jnp.nan)
+        rows = lookup(table, ids)
         total = jax.ops.segment_sum(weights[:, None] * rows, segments, num_segments=bags)
         return self._combine(total, jax.ops.segment_sum(weights, segments, bags)), state
 
