@@ -49,6 +49,23 @@ def _as_leaves(data: Mapping[str, Any]) -> tuple[list[str], list[np.ndarray], An
     return names, arrays, treedef, lengths[0]
 
 
+def _stack_examples(examples: list[Any], where: str) -> Batch:
+    """Stacks per-example pytrees into one batch, naming the first leaf whose shape differs."""
+    first, treedef = jax.tree_util.tree_flatten_with_path(examples[0])
+    for example in examples[1:]:
+        pairs, other = jax.tree_util.tree_flatten_with_path(example)
+        if other != treedef:  # type: ignore[operator]
+            raise ValueError(f"{where}: examples of different structures: {treedef} and {other}")
+        for (path, a), (_, b) in zip(first, pairs):
+            if np.shape(a) != np.shape(b):
+                raise ValueError(
+                    f"{where}: {_leaf_name(path)} has shape {np.shape(b)} in one example and "
+                    f"{np.shape(a)} in another; a batch stacks equal shapes. Fix: pad or crop "
+                    "each example to one shape in the source."
+                )
+    return jax.tree.map(lambda *leaves: np.stack(leaves), *examples)
+
+
 class Batches:
     """Seeded minibatches of a dict of pytrees of equal-length arrays, epoch after epoch.
 
@@ -73,7 +90,15 @@ class Batches:
             last batch of an epoch is smaller.
 
     Each batch has the structure of ``data`` with every leaf replaced by
-    ``leaf[indices]``, a NumPy array of shape ``(B, *leaf.shape[1:])``.
+    ``leaf[indices]``, a NumPy array of shape ``(B, *leaf.shape[1:])``. Arrays
+    may be ``np.memmap``s: a batch then reads only its rows from disk.
+
+    ``data`` may instead be a random-access source: any object with ``__len__``
+    and ``__getitem__(i)`` returning example ``i`` as a pytree (a dict
+    ``{"x": ..., "y": ...}`` for ``fit``), such as a class reading one file per
+    example; not a list or tuple (those are pytree containers). Batches then
+    stack ``source[i]`` for the batch's indices, in the same seeded order, so
+    they resume the same way.
     ``iter(batches)`` never ends (it is
     ``iterate(0)``); take one epoch with ``epoch(e)`` or a number of steps with
     ``itertools.islice``.
@@ -110,7 +135,18 @@ class Batches:
         shuffle: bool = True,
         drop_remainder: bool = True,
     ):
-        self.names, self.arrays, self.treedef, self.num_examples = _as_leaves(data)
+        self.source: Any = None
+        self.num_examples: int
+        if (
+            not isinstance(data, Mapping | list | tuple)
+            and hasattr(data, "__getitem__")
+            and hasattr(data, "__len__")
+        ):
+            self.source, self.num_examples = data, len(data)
+            if self.num_examples == 0:
+                raise ValueError("Batches: the source is empty (len 0)")
+        else:
+            self.names, self.arrays, self.treedef, self.num_examples = _as_leaves(data)
         _check_count("batch_size", batch_size, 1)
         _check_count("seed", seed, 0)
         if drop_remainder and batch_size > self.num_examples:
@@ -145,7 +181,11 @@ class Batches:
     def _batches_of(self, order: np.ndarray, first: int) -> Iterator[Batch]:
         for i in range(first, len(self)):
             indices = order[i * self.batch_size : (i + 1) * self.batch_size]
-            yield self.treedef.unflatten([array[indices] for array in self.arrays])
+            if self.source is not None:
+                examples = [self.source[int(j)] for j in indices]
+                yield _stack_examples(examples, f"Batches over {type(self.source).__name__}")
+            else:
+                yield self.treedef.unflatten([array[indices] for array in self.arrays])
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
         """An iterator over the ``len(self)`` batches of epoch ``epoch`` (0-based)."""

@@ -7,6 +7,9 @@ steps and ``fit`` take the mean. This package owns the losses and metrics;
 ``nnfun`` re-exports them.
 """
 
+from ._callbacks import Callback as Callback
+from ._callbacks import EarlyStopping as EarlyStopping
+from ._callbacks import LearningRateFinder as LearningRateFinder
 from ._ctc import character_error_rate as character_error_rate
 from ._ctc import check_ctc_inputs as check_ctc_inputs
 from ._ctc import ctc as ctc
@@ -18,9 +21,15 @@ from ._ctc import edit_distance as edit_distance
 from ._ctc import word_error_rate as word_error_rate
 from ._fit import fit as fit
 from ._guard import first_nonfinite as first_nonfinite
+from ._loggers import CSVLogger as CSVLogger
+from ._loggers import JSONLinesLogger as JSONLinesLogger
+from ._loggers import Logger as Logger
+from ._loggers import TensorBoardLogger as TensorBoardLogger
 from ._losses import accuracy as accuracy
 from ._losses import mse as mse
 from ._losses import softmax_cross_entropy as softmax_cross_entropy
+from ._predict import evaluate as evaluate
+from ._predict import predict as predict
 from ._sequence import corpus_bleu as corpus_bleu
 from ._sequence import exact_match as exact_match
 from ._sequence import sequence_cross_entropy as sequence_cross_entropy
