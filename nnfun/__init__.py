@@ -40,6 +40,7 @@ from . import ops as ops
 from . import parallel as parallel
 from . import recsys as recsys
 from . import testing as testing
+from .checkpoint import export as export
 from .checkpoint import load as load
 from .checkpoint import load_model as load_model
 from .checkpoint import save as save

@@ -8,12 +8,14 @@ file never runs code from it. See ``docs/design.md`` ("Checkpoints") for why.
     nf.save_model(path, model, params, state); model, params, state = nf.load_model(path)
     mgr = nf.checkpoint.CheckpointManager(directory, keep=3)
     mgr.save(step, tree); mgr.restore(like=tree)
+    nf.export(model, params, state, example_input, path)   # StableHLO, loads without nnfun
 
 Arrays sharded across processes go through Orbax instead (``ckpt_<step>.orbax``
 directories, written asynchronously by every process; the ``[scale]`` extra);
 ``orbax_to_safetensors`` turns such a checkpoint into one file.
 """
 
+from ._export import export as export
 from ._format import DTYPES as DTYPES
 from ._format import CheckpointError as CheckpointError
 from ._format import read_safetensors as read_safetensors
