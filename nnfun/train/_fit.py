@@ -4,25 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
 import numpy as np
 import optax
 
+from ..core import summary
 from ..core._layer import Layer
-from ._guard import diagnose
+from ._callbacks import Callback
+from ._data import Feed, GrainBatches, as_batches, first_batch
 from ._labels import check_labels, classifies
-from ._loop import (
-    Checkpoints,
-    Progress,
-    eval_batches,
-    evaluate_all,
-    make_batches,
-    placer,
-    stack,
-)
+from ._loggers import Logger, config_of
+from ._loop import Checkpoints, Progress, eval_batches, placer
+from ._run import Planner, Run, hook
 from ._step import (
     LossFn,
     Metrics,
@@ -75,17 +71,6 @@ def _boundaries(steps: int, every: tuple[int | None, ...]) -> list[int]:
     return sorted(points)
 
 
-def _chunks(start: int, steps: int, k: int, boundaries: list[int]) -> Iterator[tuple[int, int]]:
-    """Yields ``(first_step, length)`` of each compiled call: at most ``k`` steps, never
-    crossing a boundary (so a remainder chunk is shorter, and compiles once)."""
-    step = start
-    for end in boundaries:
-        while step < end:
-            length = min(k, end - step)
-            yield step, length
-            step += length
-
-
 def _jit_all(
     model: Layer, loss_fn: LossFn, optimizer: optax.GradientTransformation, metrics: Any
 ) -> _Compiled:
@@ -127,7 +112,7 @@ def fit(
     eval_data: Mapping[str, Any] | None = None,
     eval_every: int | None = None,
     eval_batch_size: int = 1000,
-    steps_per_call: int = 1,
+    steps_per_call: int | str = 1,
     progress: bool = True,
     checkpoint_dir: str | None = None,
     checkpoint_every: int | None = None,
@@ -135,6 +120,10 @@ def fit(
     nan_guard: bool = True,
     mesh: Any = None,
     rules: Any = None,
+    loggers: Sequence[Logger] = (),
+    callbacks: Sequence[Callback] = (),
+    schedule: Callable[[int], Any] | None = None,
+    prefetch: int = 2,
 ) -> tuple[TrainState, dict[str, dict[str, np.ndarray]]]:
     """Trains ``model`` for ``steps`` optimizer steps and returns ``(train_state, history)``.
 
@@ -232,22 +221,25 @@ def fit(
         (4, (4,))
     """
     _check_positive("steps", steps)
-    _check_positive("steps_per_call", steps_per_call)
+    if steps_per_call != "auto":
+        _check_positive("steps_per_call", steps_per_call)
     _check_positive("eval_every", eval_every, allow_none=True)
     _check_positive("checkpoint_every", checkpoint_every, allow_none=True)
     _check_positive("eval_batch_size", eval_batch_size)
+    _check_prefetch(prefetch)
     _check_seed(seed)
     check_optimizer("fit", optimizer)
-    batches = make_batches(train_data, batch_size, seed)
+    loggers, callbacks = _check_hooks(loggers, callbacks)
+    batches = as_batches(train_data, batch_size, seed)
     evals = None
     if eval_data is not None:
         evals = eval_batches(eval_data, eval_batch_size)
         if eval_every is None:
-            eval_every = len(batches)
+            eval_every = _epoch_length(batches)
 
     check_labels_first = classifies(loss_fn, metrics)
-    if train_state is None or check_labels_first:
-        first = next(batches.iterate(0))
+    if train_state is None or check_labels_first or loggers:
+        first = first_batch(batches)
         check_batch(first)
     if train_state is None:
         train_state = TrainState.create(model, optimizer, jax.random.key(seed), first["x"])
@@ -256,68 +248,97 @@ def fit(
     to_device, train_state = placer(mesh, train_state, rules)
     checkpoints = Checkpoints(checkpoint_dir, keep) if checkpoint_dir is not None else None
     if checkpoints is not None:  # restored onto the placed state's shardings
-        train_state = checkpoints.resume(train_state)
+        if isinstance(batches, GrainBatches):
+            train_state, batches.resume_state = checkpoints.resume_with_data(train_state)
+        else:
+            train_state = checkpoints.resume(train_state)
 
     single, fused, evaluate = _compiled(model, loss_fn, optimizer, metrics)
-
     start = int(train_state.step)
-    bounds = _boundaries(steps, (eval_every if eval_data is not None else None, checkpoint_every))
-    history: dict[str, list] = {"train": [], "eval": []}
-
-    def record(
-        first_step: int, chunk: list[Any], before: TrainState, values: dict[str, Any]
-    ) -> None:
-        """Reads one call's metrics on the host: NaN guard, history, progress bar."""
-        values = {name: np.asarray(v).reshape(-1) for name, v in values.items()}
-        losses = values["loss"]
-        if nan_guard and not np.all(np.isfinite(losses)):
-            bad = int(np.argmax(~np.isfinite(losses)))
-            batches_on_device = [to_device(b) for b in chunk]
-            raise diagnose(model, loss_fn, single, before, batches_on_device, bad, losses[bad])
-        steps_done = np.arange(first_step + 1, first_step + len(chunk) + 1)
-        history["train"].append({"step": steps_done, **values})
-        bar.advance(len(chunk), {name: float(v[-1]) for name, v in values.items()})
-
-    boundary_set = set(bounds)
-    stream = batches.iterate(start)
-    pending = None  # the previous call: its metrics are read once the next call is queued
-    with Progress(progress, start, steps) as bar, checkpoints or contextlib.nullcontext():
-        for first_step, length in _chunks(start, steps, steps_per_call, bounds):
-            chunk = [next(stream) for _ in range(length)]
-            before = train_state
-            train_state, values = _call(single, fused, train_state, chunk, to_device)
-            if pending is not None:
-                record(*pending)
-            pending = (first_step, chunk, before, values)
-            end = first_step + length
-            if end not in boundary_set:
-                continue
-            record(*pending)
-            pending = None
-            # evals and eval_every are set exactly when eval_data is given.
-            if evals is not None and eval_every and (end % eval_every == 0 or end == steps):
-                result = evaluate_all(evaluate, train_state, evals, to_device)
-                history["eval"].append({"step": np.array([end]), **result})
-                bar.show_eval(result)
-            if checkpoints is not None and (
-                end == steps or (checkpoint_every and end % checkpoint_every == 0)
-            ):
-                checkpoints.save(end, train_state, nan_guard)
+    every = (eval_every if eval_data is not None else None, checkpoint_every)
+    bounds = _boundaries(steps, every + tuple(c.every for c in callbacks))
+    if loggers:
+        settings = {
+            "steps": steps, "batch_size": batch_size, "seed": seed, "start": start,
+            "steps_per_call": steps_per_call, "eval_every": eval_every,
+            "checkpoint_every": checkpoint_every, "loss": _name(loss_fn),
+            "metrics": {name: _name(fn) for name, fn in (metrics or {}).items()},
+            "optimizer": _name(optimizer), "model": model,
+        }  # fmt: skip
+        for logger in loggers:  # before training: an unwritable directory fails here
+            logger.open(config_of(settings), _summary_text(model, first["x"]))
+    feed = Feed(batches, start, prefetch)
+    run = Run(
+        model, loss_fn, single, fused, evaluate, to_device, feed, steps, bounds,
+        Planner(steps_per_call, steps), evals, eval_every if eval_data is not None else None,
+        checkpoints, checkpoint_every, nan_guard, loggers, callbacks, schedule,
+        Progress(progress, start, steps),
+    )  # fmt: skip
+    try:
+        with run.bar, checkpoints or contextlib.nullcontext():
+            train_state = run.run(train_state)
+    finally:
+        feed.close()
+        for logger in loggers:
+            logger.close()
     names = ["step", "loss", *sorted(metrics or {})]
-    return train_state, {part: _concat(rows, names) for part, rows in history.items()}
+    history = {part: _concat(rows, names) for part, rows in run.history.items()}
+    final = int(train_state.step)
+    for callback in callbacks:
+        replacement = hook(callback, "on_end", final, train_state, final, history)
+        if replacement is not None:
+            train_state = replacement
+    return train_state, history
 
 
-def _call(
-    single: Callable[..., Any],
-    fused: Callable[..., Any],
-    train_state: TrainState,
-    chunk: list[Any],
-    to_device: Callable[..., Any],
-) -> tuple[TrainState, dict[str, Any]]:
-    """Queues one compiled call over ``chunk`` (asynchronous: nothing waits for it)."""
-    if len(chunk) == 1:
-        return single(train_state, to_device(chunk[0]))
-    return fused(train_state, to_device(stack(chunk), stacked=True))
+def _check_prefetch(prefetch: Any) -> None:
+    if isinstance(prefetch, bool) or not isinstance(prefetch, int | np.integer) or prefetch < 0:
+        raise ValueError(f"fit: prefetch must be an int >= 0 (batches read ahead), got {prefetch}")
+
+
+def _check_hooks(loggers: Any, callbacks: Any) -> tuple[list[Logger], list[Callback]]:
+    """``loggers`` and ``callbacks`` as lists, each item checked for its methods."""
+    checked = []
+    for kind, items, methods in (
+        ("loggers", loggers, ("open", "write", "flush", "close")),
+        ("callbacks", callbacks, ("on_start", "on_step", "on_eval", "on_end")),
+    ):
+        if not isinstance(items, list | tuple):
+            raise TypeError(f"fit: {kind} must be a list, got {type(items).__name__}")
+        for item in items:
+            missing = [m for m in methods if not callable(getattr(item, m, None))]
+            if missing:
+                base = "nf.Logger" if kind == "loggers" else "nf.Callback"
+                raise TypeError(
+                    f"fit: {kind} item {item!r} lacks {missing}. Fix: subclass {base} (its "
+                    "methods default to doing nothing)."
+                )
+        every = [getattr(item, "every", None) for item in items if kind == "callbacks"]
+        for value in every:
+            _check_positive("a callback's every", value, allow_none=True)
+        checked.append(list(items))
+    return checked[0], checked[1]
+
+
+def _epoch_length(batches: Any) -> int:
+    try:
+        return len(batches)
+    except TypeError:
+        raise ValueError(
+            "fit: eval_every defaults to one epoch, but train_data has no length (an "
+            "iterable or generator of batches). Fix: pass eval_every=<steps>."
+        ) from None
+
+
+def _name(thing: Any) -> str:
+    return str(getattr(thing, "__name__", None) or type(thing).__name__)
+
+
+def _summary_text(model: Layer, x: Any) -> str:
+    try:
+        return str(summary(model, jax.tree.map(lambda a: a[:1], x)))
+    except Exception as error:  # the summary is informative only; never stop a run for it
+        return f"{model!r}\n(summary unavailable: {error})"
 
 
 def _concat(rows: list[dict], names: list[str]) -> dict[str, np.ndarray]:

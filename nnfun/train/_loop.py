@@ -3,6 +3,7 @@ the progress bar and checkpoints. Each imports its optional dependency lazily.""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -12,22 +13,6 @@ import numpy as np
 
 from ._guard import first_nonfinite
 from ._step import TrainState
-
-
-def make_batches(train_data: Any, batch_size: int | None, seed: int) -> Any:
-    """``train_data`` itself if it iterates like ``nnfun.data.Batches``, else a ``Batches``."""
-    if hasattr(train_data, "iterate") and hasattr(train_data, "__len__"):
-        return train_data
-    if not isinstance(train_data, Mapping):
-        raise TypeError(
-            "fit: train_data must be a dict {'x': ..., 'y': ...} of arrays (or of pytrees "
-            f"of arrays) or a nnfun.data.Batches, got {type(train_data).__name__}"
-        )
-    if batch_size is None:
-        raise ValueError("fit: batch_size is required when train_data is a dict of arrays")
-    from ..data import Batches
-
-    return Batches(train_data, batch_size, seed=seed)
 
 
 def eval_batches(eval_data: Any, batch_size: int) -> Any:
@@ -54,12 +39,20 @@ def eval_batches(eval_data: Any, batch_size: int) -> Any:
 
 def stack(batches: list[dict[str, Any]]) -> dict[str, Any]:
     """Stacks K batches on a new leading axis (on the host; one transfer follows)."""
-    shapes = {tuple(np.shape(leaf) for leaf in jax.tree.leaves(b)) for b in batches}
-    if len(shapes) > 1:
-        raise ValueError(
-            "fit: steps_per_call > 1 stacks batches, which needs equal shapes, got "
-            f"{sorted(shapes)}. Fix: Batches(..., drop_remainder=True), or steps_per_call=1."
-        )
+    first, treedef = jax.tree_util.tree_flatten_with_path(batches[0])
+    for index, batch in enumerate(batches[1:], 1):
+        leaves, other = jax.tree_util.tree_flatten_with_path(batch)
+        same_structure = other == treedef  # type: ignore[operator]
+        for (path, a), (_, b) in zip(first, leaves):
+            if same_structure and np.shape(a) == np.shape(b):
+                continue
+            name = jax.tree_util.keystr(path, simple=True, separator="/")
+            raise ValueError(
+                f"fit: steps_per_call > 1 stacks batches, which needs equal shapes, but "
+                f"{name} has shape {np.shape(b) if same_structure else other} in batch "
+                f"{index} of a call and {np.shape(a)} in batch 0. Fix: batches of one shape "
+                "(Batches(..., drop_remainder=True), padding), or steps_per_call=1."
+            )
     return jax.tree.map(lambda *leaves: np.stack(leaves), *batches)
 
 
@@ -157,7 +150,20 @@ class Checkpoints:
             return train_state
         return self.manager.restore(latest, like=train_state)
 
-    def save(self, step: int, train_state: TrainState, guard: bool) -> None:
+    def resume_with_data(self, train_state: TrainState) -> tuple[TrainState, Any]:
+        """Like :meth:`resume`, with the data iterator state saved beside it (or None)."""
+        latest = self.manager.latest_step()
+        if latest is None:
+            return train_state, None
+        raw = self.manager.restore(latest)
+        if not (isinstance(raw, Mapping) and "data_state" in raw):
+            return self.resume(train_state), None
+        data = np.asarray(raw["data_state"])
+        like = {"train_state": train_state, "data_state": data}
+        restored = self.manager.restore(latest, like=like)["train_state"]
+        return restored, json.loads(data.tobytes().decode())
+
+    def save(self, step: int, train_state: TrainState, guard: bool, data_state: Any = None) -> None:
         """Saves ``train_state`` as ``step``; with ``guard``, refuses non-finite params.
 
         A state whose arrays span processes is saved by every process through Orbax,
@@ -174,6 +180,12 @@ class Checkpoints:
                     "not written, so the previous one stays the latest. Fix: lower the "
                     "learning rate or clip gradients."
                 )
+        if data_state is not None:  # a grain iterator's state: JSON bytes beside the state
+            text = json.dumps(data_state).encode()
+            self.manager.save(
+                step, {"train_state": host, "data_state": np.frombuffer(text, np.uint8)}
+            )
+            return
         self.manager.save(step, host)
 
     def __enter__(self) -> Checkpoints:
