@@ -274,6 +274,17 @@ def orbax_to_safetensors(source: str | os.PathLike, path: str | os.PathLike) -> 
     Raises:
         ImportError: Orbax is not installed (``pip install 'nnfun[scale]'``).
         CheckpointError: ``source`` is not an nnfun Orbax checkpoint.
+
+    Example:
+        >>> import os, tempfile, jax.numpy as jnp, nnfun as nf
+        >>> directory = tempfile.mkdtemp()
+        >>> mgr = nf.checkpoint.CheckpointManager(directory, format="orbax")
+        >>> source = mgr.save(7, {"w": jnp.arange(3.0), "step": 7})
+        >>> mgr.close()  # waits for the asynchronous write
+        >>> path = os.path.join(directory, "w.safetensors")
+        >>> nf.checkpoint.orbax_to_safetensors(source, path)
+        >>> nf.load(path)
+        {'w': array([0., 1., 2.], dtype=float32), 'step': 7}
     """
     meta = read_meta(source)
     tensors = _read(source, _host_targets(meta))
