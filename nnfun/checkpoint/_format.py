@@ -46,6 +46,8 @@ _NAMES = {dtype: name for name, dtype in DTYPES.items()}
 # The safetensors reference implementation refuses headers above 100 MB; so do we,
 # so that a corrupted length field cannot make us allocate gigabytes.
 MAX_HEADER_BYTES = 100_000_000
+# No real tensor comes near these; larger values only make NumPy raise its own errors.
+MAX_DIMENSIONS, MAX_DIMENSION = 32, 2**48
 TEMP_MARKER = ".tmp-"
 
 
@@ -201,8 +203,8 @@ def read_header(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, str]
             )
         raw = file.read(length)
     try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys)
+    except (ValueError, RecursionError) as e:  # bad UTF-8 or JSON, ints over 4300 digits
         raise CheckpointError(f"{path}: corrupted header, not valid JSON ({e})") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: corrupted header, expected a JSON object")
@@ -216,15 +218,28 @@ def read_header(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, str]
     return entries, metadata, 8 + length
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        twice = sorted({key for key in keys if keys.count(key) > 1})
+        raise ValueError(f"duplicate name(s) {twice[:5]}")
+    return dict(pairs)
+
+
 def _check_entry(path: Any, name: str, entry: Any) -> dict[str, Any]:
     bad = f"{path}: corrupted header entry {name!r}"
     if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
         raise CheckpointError(f"{bad}: expected keys dtype, shape, data_offsets, got {entry!r}")
     dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-    if dtype not in DTYPES:
+    if not isinstance(dtype, str) or dtype not in DTYPES:
         raise CheckpointError(f"{bad}: unknown dtype {dtype!r}; known: {', '.join(DTYPES)}")
     if not _is_list_of_ints(shape) or not _is_list_of_ints(offsets) or len(offsets) != 2:
         raise CheckpointError(f"{bad}: shape and data_offsets must be lists of ints >= 0")
+    if len(shape) > MAX_DIMENSIONS or any(n > MAX_DIMENSION for n in shape):
+        raise CheckpointError(
+            f"{bad}: shape {shape} has more than {MAX_DIMENSIONS} axes or an axis over "
+            f"{MAX_DIMENSION}"
+        )
     nbytes = math.prod(shape) * DTYPES[dtype].itemsize  # exact: no int64 overflow to exploit
     if offsets[1] - offsets[0] != nbytes:
         raise CheckpointError(
