@@ -1,11 +1,11 @@
 # %% [markdown]
-# # Your own layers, frozen subtrees and a LoRA adapter
+# # Your own layers, frozen subtrees and LoRA adapters
 #
 # A layer in nnfun is a frozen dataclass with two pure methods, `init` and `apply`.
 # This notebook writes one as a subclass and one as a pair of functions, runs both
 # through the conformance checks that every built-in layer passes, then uses
 # parameter labels to train only part of a model: first a frozen encoder, then a
-# low-rank (LoRA) adapter on top of frozen dense layers.
+# low-rank (LoRA) adapters on top of frozen dense layers, with `nf.lora`.
 
 # %%
 import jax
@@ -153,41 +153,36 @@ assert all(jax.tree.leaves(unchanged))
 # The same helper gives `optax.masked` its booleans, for example no weight decay on
 # biases: `optax.adamw(1e-3, mask=lambda p: nf.labels(p, {"**/bias": False}, default=True))`.
 #
-# ## A LoRA adapter on a dense layer
+# ## LoRA adapters on the dense layers
 #
 # [LoRA](https://arxiv.org/abs/2106.09685) fine-tunes a frozen weight matrix `W` by
-# learning a low-rank correction: `y = x W + b + (alpha / r) x A B` with `A` of shape
-# `(in, r)` and `B` of shape `(r, out)`. `B` starts at zero, so before training the
-# adapted layer computes exactly what the base layer did. The layer keeps Dense's
-# parameter names, so pre-trained Dense parameters drop straight in.
+# learning a low-rank correction: the layer uses `W + (alpha / r) A B` with `A` of
+# shape `(in, r)` and `B` of shape `(r, out)`. `B` starts at zero, so before
+# training the adapted model computes exactly what the base model did.
+# `nf.lora(model, params, rules)` adds `lora_a` and `lora_b` beside the kernels of
+# the dense layers whose parameter path matches the glob rules, and returns a
+# `nf.LoRA` model that applies them. A rule that matches nothing lists the paths:
 
 # %%
-class LoRADense(nf.Layer):
-    """A dense layer plus a rank-``rank`` update: ``(n, d) -> (n, features)``."""
+try:
+    nf.lora(mlp, pretrained.params, "encoder/*/dense")
+except ValueError as error:
+    print(error)
 
-    features: int
-    rank: int = 4
-    alpha: float = 8.0
-
-    def init(self, key, x):
-        base, _ = nf.Dense(self.features).init(key, x)
-        a = jax.random.normal(jax.random.fold_in(key, 1), (x.shape[-1], self.rank))
-        a = a / jnp.sqrt(x.shape[-1])
-        return {**base, "lora_a": a, "lora_b": jnp.zeros((self.rank, self.features))}, {}
-
-    def apply(self, params, state, x, *, key=None, train=False):
-        y = x @ params["kernel"] + params["bias"][None, :]
-        update = (x @ params["lora_a"]) @ params["lora_b"]
-        return y + (self.alpha / self.rank) * update, state
-
-
-check_layer(LoRADense(6, rank=2), jax.random.normal(jax.random.key(3), (4, 5)))
-print("LoRADense passes check_layer")
+# %%
+lora_mlp, lora_params = nf.lora(mlp, pretrained.params, ["encoder/*", "head"], rank=4,
+                                alpha=8.0, key=11)
+print(lora_mlp.targets)
+print({path: leaf.shape for path, leaf in nf.flatten_params(lora_params).items()
+       if path.startswith("head")})
+print({path: label for path, label in nf.flatten_params(lora_mlp.labels(lora_params)).items()
+       if path.startswith("head")})
 
 # %% [markdown]
 # A new task for the pre-trained MLP: the same signals played backwards. The
-# pre-trained model does poorly on them; the adapter should recover much of that
-# while the base weights stay exactly as they were.
+# pre-trained model does poorly on them; the adapters should recover much of that
+# while the base weights stay exactly as they were. `lora_mlp.labels` marks the
+# adapters `"adapter"` and everything else `"frozen"`, for `optax.multi_transform`.
 
 # %%
 def reverse(split):
@@ -195,23 +190,6 @@ def reverse(split):
 
 
 train_rev, test_rev = reverse(train), reverse(test)
-
-lora_mlp = nf.Sequential({
-    "encoder": nf.Sequential([LoRADense(128), jax.nn.relu, LoRADense(128), jax.nn.relu]),
-    "head": LoRADense(10),
-})
-lora_params, _ = lora_mlp.init(jax.random.key(11), x_spec)
-merged = nf.flatten_params(lora_params)
-merged.update(nf.flatten_params(pretrained.params))  # base kernels and biases
-lora_params = nf.unflatten_params(merged)
-
-
-def lora_labels(params):
-    return nf.labels(params, {"**/lora_*": "adapter"}, default="frozen")
-
-
-print({path: label for path, label in nf.flatten_params(lora_labels(lora_params)).items()
-       if path.startswith("head")})
 
 
 def test_accuracy(model, params, split):
@@ -226,7 +204,7 @@ print(f"pre-trained model on reversed signals: {before:.3f}")
 
 # %%
 optimizer = optax.multi_transform(
-    {"adapter": optax.adam(3e-3), "frozen": optax.set_to_zero()}, lora_labels
+    {"adapter": optax.adam(3e-3), "frozen": optax.set_to_zero()}, lora_mlp.labels
 )
 start = TrainState.create(lora_mlp, optimizer, jax.random.key(0), x_spec)
 start = start.replace(params=lora_params, opt_state=optimizer.init(lora_params))
@@ -236,7 +214,9 @@ after = test_accuracy(lora_mlp, tuned.params, test_rev)
 print(f"after LoRA fine-tuning: {after:.3f}")
 
 # %% [markdown]
-# Only the adapter matrices were trained, a small fraction of the model:
+# Only the adapter matrices were trained, a small fraction of the model. `merge`
+# folds them into the kernels and gives back the plain MLP with plain parameters,
+# which compute the same outputs:
 
 # %%
 trainable = sum(
@@ -250,8 +230,14 @@ base_unchanged = all(np.array_equal(base_before[p], base_after[p]) for p in base
 first, last = history["train"]["loss"][:100].mean(), history["train"]["loss"][-100:].mean()
 print(f"base unchanged: {base_unchanged}; training loss {first:.3f} -> {last:.3f}")
 
+plain_model, plain_params = lora_mlp.merge(tuned.params)
+print(plain_model == mlp, sorted(plain_params["head"]))
+merged_accuracy = test_accuracy(plain_model, plain_params, test_rev)
+print(f"merged model on reversed signals: {merged_accuracy:.3f}")
+
 # %%
 assert base_unchanged
 assert same
 assert last < 0.7 * first
 assert after > before + 0.1, (before, after)
+assert plain_model == mlp and abs(merged_accuracy - after) < 0.01, (merged_accuracy, after)
