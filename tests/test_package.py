@@ -50,7 +50,7 @@ def test_import_needs_only_the_core_dependencies():
         """
         import json, sys
         optional = ["mnist1d", "sklearn", "num2words", "sacrebleu", "safetensors", "matplotlib",
-                    "torch"]
+                    "torch", "orbax"]
         for name in optional:
             sys.modules[name] = None
         import nnfun as nf
