@@ -24,7 +24,7 @@ from ..models.seq2seq import EncoderDecoder
 from ..train import corpus_bleu, exact_match, fit, sequence_cross_entropy
 
 
-def model(data: nd.TranslationData, d_model: int = 128, layers: int = 2) -> EncoderDecoder:
+def model(data: nd.TranslationData, d_model: int = 64, layers: int = 2) -> EncoderDecoder:
     """A small pre-norm encoder-decoder sized for ``data``'s vocabularies and lengths.
 
     Example:
@@ -53,10 +53,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description="Train an encoder-decoder to spell numbers in German or French.",
     )
     parser.add_argument("--lang", choices=("de", "fr"), default="de", help="target language")
-    parser.add_argument("--steps", type=int, default=3000, help="optimizer steps")
+    parser.add_argument("--steps", type=int, default=2000, help="optimizer steps")
     parser.add_argument("--batch-size", type=int, default=64, help="examples per step")
     parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
-    parser.add_argument("--d-model", type=int, default=128, help="model width")
+    parser.add_argument("--d-model", type=int, default=64, help="model width")
     parser.add_argument("--layers", type=int, default=2, help="encoder and decoder blocks each")
     parser.add_argument("--beam", type=int, default=4, help="beam width")
     parser.add_argument("--train-size", type=int, default=8000, help="training numbers")
