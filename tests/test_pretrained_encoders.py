@@ -8,6 +8,7 @@ with ``transformers`` and PyTorch, which these tests do not need.
 import functools
 import json
 import pathlib
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -15,31 +16,30 @@ import numpy as np
 import pytest
 
 import nnfun as nf
-from nnfun.checkpoint import read_safetensors
-from nnfun.models import Bert, ViT
-from nnfun.models import hf_encoders as hf
+from nnfun.checkpoint import read_safetensors, write_safetensors
+from nnfun.models import ViT, from_pretrained, save_pretrained
+from nnfun.models.pretrained import ConfigError
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "hf"
-FAMILIES = {
-    "bert": (hf.bert_from_config, hf.bert_tensors, hf.bert_config),
-    "vit": (hf.vit_from_config, hf.vit_tensors, hf.vit_config),
-}
 RTOL = 1e-5
 
 
 @functools.cache
 def load(name):
-    directory = FIXTURES / name
-    config = json.loads((directory / "config.json").read_text())
-    tensors, _ = read_safetensors(directory / "model.safetensors")
-    from_config, rules_of, _ = FAMILIES[config["model_type"]]
-    model = from_config(config, frozenset(tensors))
-    return model, hf.params_from_tensors(model, rules_of(model), tensors), tensors
+    model, params, state = from_pretrained(FIXTURES / name)
+    assert state == {}
+    return model, params
 
 
 @functools.cache
 def reference(name, file="reference.npz"):
     return dict(np.load(FIXTURES / name / file))
+
+
+def checkpoint(directory):
+    """``{name without the base-model prefix: array}`` of a directory's safetensors."""
+    tensors, _ = read_safetensors(pathlib.Path(directory) / "model.safetensors")
+    return {n.removeprefix("bert.").removeprefix("vit."): a for n, a in tensors.items()}
 
 
 def model_input(name, ref):
@@ -52,7 +52,7 @@ def model_input(name, ref):
 @functools.cache
 def outputs_and_gradients(name):
     """One compiled function per model: its outputs and the fixture loss's gradients."""
-    model, _, _ = load(name)
+    model, _ = load(name)
     weights = {k.split("/")[1]: v for k, v in reference(name).items() if k.startswith("loss_")}
 
     def loss(params, x):
@@ -70,7 +70,7 @@ def assert_close(got, want, what):
 
 @pytest.mark.parametrize("name", ["bert", "vit", "vit_model"])
 def test_outputs_equal_transformers(name):
-    model, params, _ = load(name)
+    model, params = load(name)
     ref = reference(name)
     x = model_input(name, ref)
     if name == "vit_model":  # forward only: one compile fewer
@@ -84,50 +84,48 @@ def test_outputs_equal_transformers(name):
 
 
 @pytest.mark.parametrize("name", ["bert", "vit"])
-def test_gradients_equal_transformers(name):
-    """Every parameter's gradient, mapped back to the checkpoint's name and layout.
+def test_gradients_equal_transformers(name, tmp_path):
+    """Every parameter's gradient, written by save_pretrained in the checkpoint's names and layouts.
 
     The key projection's bias gets no gradient in exact arithmetic (softmax
     ignores a shift shared by all keys); both sides give rounding noise there,
     so there both must be below 1e-6 of the model's largest gradient.
     """
-    model, params, _ = load(name)
+    model, params = load(name)
     ref = reference(name)
     grads, _ = outputs_and_gradients(name)(params, model_input(name, ref))
     assert all(bool(jnp.isfinite(g).all()) for g in jax.tree.leaves(grads))
-    mine = hf.tensors_from_params(FAMILIES[model_type(model)][1](model), grads)
-    assert sorted(f"grad/{k}" for k in mine) == sorted(k for k in ref if k.startswith("grad/"))
-    scale = max(float(np.max(np.abs(ref[f"grad/{k}"]))) for k in mine)
+    save_pretrained(tmp_path, model, grads)
+    mine = checkpoint(tmp_path)
+    want = {k.removeprefix("grad/").removeprefix("vit."): v for k, v in ref.items() if "grad/" in k}
+    assert sorted(mine) == sorted(want)
+    scale = max(float(np.max(np.abs(g))) for g in want.values())
     for tensor, g in mine.items():
-        want = ref[f"grad/{tensor}"]
         if "key.bias" in tensor:  # zero, up to rounding, on both sides
-            assert max(np.max(np.abs(want)), np.max(np.abs(g))) < 1e-6 * scale, tensor
+            assert max(np.max(np.abs(want[tensor])), np.max(np.abs(g))) < 1e-6 * scale, tensor
         else:
-            assert_close(g, want, f"{name} gradient of {tensor}")
+            assert_close(g, want[tensor], f"{name} gradient of {tensor}")
 
 
 @pytest.mark.parametrize("name", ["bert", "vit", "vit_model"])
-def test_round_trip(name):
+def test_round_trip(name, tmp_path):
     """nnfun's writer, read by transformers (recorded), and by nnfun again (here)."""
     ref, again = reference(name), reference(name, "roundtrip.npz")
     for key in again:
         assert_close(again[key], ref[f"out/{key}"], f"{name} {key} after the round trip")
-    model, params, tensors = load(name)
-    rules = FAMILIES[model_type(model)][1](model)
-    written = hf.tensors_from_params(rules, params)
-    assert sorted(written) == sorted(tensors)
+    model, params = load(name)
+    save_pretrained(tmp_path, model, params)
+    written, original = checkpoint(tmp_path), checkpoint(FIXTURES / name)
+    assert sorted(written) == sorted(original)
     for tensor, a in written.items():
-        np.testing.assert_array_equal(a, tensors[tensor], err_msg=tensor)
-    config = FAMILIES[model_type(model)][2](model)
-    assert FAMILIES[model_type(model)][0](config, frozenset(written)) == model
-
-
-def model_type(model):
-    return "bert" if isinstance(model, Bert) else "vit"
+        np.testing.assert_array_equal(a, original[tensor], err_msg=tensor)
+    model2, params2, _ = from_pretrained(tmp_path)
+    assert model2 == model
+    jax.tree.map(np.testing.assert_array_equal, params2, params)
 
 
 def test_bert_padding_never_reaches_real_tokens():
-    _, params, _ = load("bert")
+    _, params = load("bert")
     x = model_input("bert", reference("bert"))
     other = {**x, "inputs": jnp.where(x["mask"], x["inputs"], 5)}
     other["token_types"] = jnp.where(x["mask"], x["token_types"], 2)
@@ -141,7 +139,7 @@ def test_bert_padding_never_reaches_real_tokens():
 
 def test_bert_token_types_and_padding_are_optional():
     """Bare ids mean token type 0 everywhere and no padding (Hugging Face's defaults)."""
-    model, params, _ = load("bert")
+    model, params = load("bert")
     x = model_input("bert", reference("bert"))
     bare, _ = jax.jit(model.apply)(params, {}, x["inputs"])
     full = {**x, "token_types": jnp.zeros_like(x["inputs"]), "mask": jnp.ones_like(x["mask"])}
@@ -151,17 +149,15 @@ def test_bert_token_types_and_padding_are_optional():
 
 
 def test_bad_inputs_are_named():
-    model, params, _ = load("bert")
+    model, params = load("bert")
     ids = jnp.ones((2, 5), jnp.int32)
-    with pytest.raises(
-        nf.LayerError, match=r"'token_types' must lie in \[0, 3\).*got values from 3 to 3"
-    ):
+    with pytest.raises(nf.LayerError, match=r"'token_types' must lie in \[0, 3\).* from 3 to 3"):
         model.apply(params, {}, {"inputs": ids, "token_types": jnp.full((2, 5), 3)})
     with pytest.raises(nf.LayerError, match=r"'token_types' of ints shaped like the ids \(2, 5\)"):
         model.apply(params, {}, {"inputs": ids, "token_types": jnp.zeros((2, 4), jnp.int32)})
     with pytest.raises(nf.LayerError, match=r"'inputs' of int token ids \(batch, time\)"):
         model.apply(params, {}, jnp.ones((2, 5)))
-    vit, vit_params, _ = load("vit")
+    vit, vit_params = load("vit")
     with pytest.raises(nf.LayerError, match=r"\[15, 15\] is not divisible by patch_size=4"):
         vit.apply(vit_params, {}, jnp.zeros((1, 15, 15, 3)))
     with pytest.raises(nf.LayerError, match=r"channels-first; use images.transpose\(0, 2, 3, 1\)"):
@@ -170,33 +166,47 @@ def test_bad_inputs_are_named():
         ViT(image_size=15, patch_size=4)
 
 
-def test_bad_checkpoints_are_named():
-    model, _, tensors = load("bert")
-    rules = hf.bert_tensors(model)
+def copy_with(tmp_path, name, tensors=None, config=None):
+    """A copy of a fixture directory with its tensors or config changed."""
+    target = tmp_path / name
+    shutil.copytree(FIXTURES / name, target)
+    if tensors is not None:
+        write_safetensors(target / "model.safetensors", tensors, {"format": "pt"})
+    if config is not None:
+        (target / "config.json").write_text(json.dumps(config))
+    return target
+
+
+def test_bad_checkpoints_are_named(tmp_path):
+    tensors, _ = read_safetensors(FIXTURES / "bert" / "model.safetensors")
+    config = json.loads((FIXTURES / "bert" / "config.json").read_text())
     name = "encoder.layer.1.attention.self.query.weight"
     wrong = {**tensors, name: tensors[name][:, :31]}
     with pytest.raises(ValueError, match=rf"'{name}' has shape \(32, 31\), expected \(32, 32\)"):
-        hf.params_from_tensors(model, rules, wrong)
-    extra = {**tensors, "cls.predictions.bias": np.zeros(64, np.float32)}
-    with pytest.raises(ValueError, match=r"not used by the model: \['cls.predictions.bias'\]"):
-        hf.params_from_tensors(model, rules, extra)
-    fewer = {k: v for k, v in tensors.items() if not k.startswith("pooler.")}
-    with pytest.raises(ValueError, match=r"lacks: \['pooler.dense.bias', 'pooler.dense.weight'\]"):
-        hf.params_from_tensors(model, rules, fewer)
-    config = json.loads((FIXTURES / "bert" / "config.json").read_text())
-    with pytest.raises(hf.ConfigError, match="position_embedding_type='relative_key'"):
-        hf.bert_from_config({**config, "position_embedding_type": "relative_key"})
-    with pytest.raises(hf.ConfigError, match="hidden_act='swish'"):
-        hf.bert_from_config({**config, "hidden_act": "swish"})
+        from_pretrained(copy_with(tmp_path / "a", "bert", wrong))
+    extra = {**tensors, "classifier.weight": np.zeros((2, 32), np.float32)}
+    with pytest.raises(ValueError, match="does not use: classifier.weight"):
+        from_pretrained(copy_with(tmp_path / "b", "bert", extra))
+    fewer = {k: v for k, v in tensors.items() if not k.startswith("pooler.dense.w")}
+    with pytest.raises(ValueError, match="missing from the checkpoint: bert.pooler.dense.weight"):
+        from_pretrained(copy_with(tmp_path / "c", "bert", fewer))
+    for field, value in (("position_embedding_type", "relative_key"), ("hidden_act", "swish")):
+        changed = copy_with(tmp_path / field, "bert", config={**config, field: value})
+        with pytest.raises(ConfigError, match=f"{field}='{value}' is not supported"):
+            from_pretrained(changed)
+    vit_config = json.loads((FIXTURES / "vit" / "config.json").read_text())
+    odd = copy_with(tmp_path / "d", "vit", config={**vit_config, "image_size": [16, 12]})
+    with pytest.raises(ConfigError, match=r"image_size=\[16, 12\] is not supported"):
+        from_pretrained(odd)
 
 
-def test_legacy_layer_norm_names_load():
-    model, params, tensors = load("bert")
-    old = {
-        k.replace("LayerNorm.weight", "LayerNorm.gamma").replace(
-            "LayerNorm.bias", "LayerNorm.beta"
-        ): v
-        for k, v in tensors.items()
-    }
-    again = hf.params_from_tensors(model, hf.bert_tensors(model), old)
-    jax.tree.map(np.testing.assert_array_equal, again, params)
+def test_bert_pretraining_checkpoint_loads_its_encoder(tmp_path):
+    """bert-base-uncased and the like: ``bert.`` names plus ``cls.`` heads, skipped."""
+    tensors, _ = read_safetensors(FIXTURES / "bert" / "model.safetensors")
+    heads = {"cls.predictions.bias": np.zeros(64, np.float32)}
+    heads["cls.seq_relationship.weight"] = np.zeros((2, 32), np.float32)
+    pretraining = {**{f"bert.{k}": v for k, v in tensors.items()}, **heads}
+    model, params, _ = from_pretrained(copy_with(tmp_path, "bert", pretraining))
+    want = load("bert")
+    assert model == want[0]
+    jax.tree.map(np.testing.assert_array_equal, params, want[1])

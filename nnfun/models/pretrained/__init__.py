@@ -22,10 +22,12 @@ The registry: each Hugging Face ``model_type`` has one :class:`Family`
 
 The loader checks names (each tensor used exactly once), shapes and the config
 before reading any data, then streams tensor by tensor. Families registered
-here: ``gpt2``, ``llama``, ``mistral``, ``qwen2`` (all :class:`nnfun.models.GPT`).
+here: ``gpt2``, ``llama``, ``mistral``, ``qwen2`` (all :class:`nnfun.models.GPT`),
+``bert`` (:class:`nnfun.models.Bert`) and ``vit`` (:class:`nnfun.models.ViT`).
 """
 
 from . import _decoder as _decoder
+from . import _encoders as _encoders
 from ._io import from_pretrained as from_pretrained
 from ._io import read_config as read_config
 from ._io import save_pretrained as save_pretrained
