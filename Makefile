@@ -54,6 +54,7 @@ bench: $(VENV)/.dev-installed
 	$(PY) benchmarks/gnn_step.py
 	$(PY) benchmarks/seq2seq_step.py
 	$(PY) benchmarks/compile_time.py --only stack,sequential
+	$(PY) benchmarks/checkpoint_save.py
 
 clean:
 	rm -rf $(VENV) docs/api .pytest_cache .ruff_cache .mypy_cache
