@@ -47,6 +47,8 @@ BERT_HEADS = (
     "cls.seq_relationship.weight",
     "cls.seq_relationship.bias",
 )
+#: Dropout rates are not carried into the model (as for the decoders): set ``dropout`` yourself.
+_HARMLESS = frozenset({"hidden_dropout_prob", "attention_probs_dropout_prob"})
 _BLOCK_NAMES = {  # nnfun sub-layer -> Hugging Face module, per family
     "bert": {
         "attention/query": "attention.self.query",
@@ -117,13 +119,11 @@ def _blocks(model: Bert | ViT, family: str, prefix: str) -> list[Tensor]:
 
 def _shared(r: ConfigReader) -> dict[str, Any]:
     """The encoder settings BERT and ViT configs spell the same way."""
-    r.get("attention_probs_dropout_prob", 0.0)  # one dropout rate: hidden_dropout_prob's
     return {
         "d_model": r.get("hidden_size"),
         "num_heads": r.get("num_attention_heads"),
         "num_layers": r.get("num_hidden_layers"),
         "mlp_features": r.get("intermediate_size"),
-        "dropout": float(r.get("hidden_dropout_prob", 0.0)),
         "activation": ACTIVATIONS[r.require("hidden_act", ACTIVATIONS, "gelu")],
         "epsilon": float(r.get("layer_norm_eps", 1e-12)),
     }
@@ -153,7 +153,7 @@ def _bert(config: Mapping[str, Any]) -> Bert:
         type_vocab_size=r.get("type_vocab_size", 2),
         **_shared(r),
     )
-    r.finish({"classifier_dropout", "tie_word_embeddings"})  # heads nnfun's Bert lacks
+    r.finish(_HARMLESS | {"classifier_dropout", "tie_word_embeddings"})  # heads Bert lacks
     return model
 
 
@@ -214,7 +214,7 @@ def _vit(config: Mapping[str, Any]) -> ViT:
         pooler=not classify,
         **shared,
     )
-    r.finish({"encoder_stride"})  # used only by ViTForMaskedImageModeling's decoder
+    r.finish(_HARMLESS | {"encoder_stride"})  # ViTForMaskedImageModeling's decoder only
     return model
 
 
