@@ -138,6 +138,29 @@ def test_bfloat16_checkpoint_is_read_as_stored(tmp_path):
     np.testing.assert_array_equal(got, half["model.layers.1.self_attn.q_proj.bias"])
 
 
+def test_checkpoint_of_the_bare_model_with_buffers(tmp_path):
+    # GPT2Model.save_pretrained drops the "transformer." prefix; old files carry attn.bias.
+    directory = _copy(tmp_path, "gpt2")
+    file = directory / "model.safetensors"
+    mask = np.tril(np.ones((1, 1, 32, 32), np.float32))
+    _rewrite(file, lambda t: {k.removeprefix("transformer."): v for k, v in t.items()})
+    _rewrite(file, lambda t: {**t, "h.0.attn.bias": mask, "h.1.attn.bias": mask})
+    model, params, state = nf.models.from_pretrained(directory)
+    ref = _reference("gpt2")
+    _close(model.apply(params, state, jnp.asarray(ref["ids"], jnp.int32))[0], ref["logits"])
+
+
+def test_mistral_config_loads_as_the_llama_model():
+    config = json.loads((HF / "llama" / "config.json").read_text())
+    families = nf.models.pretrained.FAMILIES
+    mistral = {**config, "model_type": "mistral", "sliding_window": None}
+    for field in ("attention_bias", "mlp_bias", "pretraining_tp"):
+        mistral.pop(field)
+    assert families["mistral"].build(mistral) == families["llama"].build(config)
+    with pytest.raises(ConfigError, match="sliding_window=16 is not supported"):
+        families["mistral"].build({**mistral, "sliding_window": 16})
+
+
 # Bad input: each a clear error.
 
 

@@ -186,6 +186,16 @@ def from_pretrained(
         The nnfun model (its family from ``config.json``'s ``model_type``), its
         params, and its state (``{}`` for these models).
 
+    Example:
+        >>> import tempfile, jax, jax.numpy as jnp, nnfun as nf
+        >>> model = nf.models.GPT(vocab_size=16, d_model=8, num_heads=2, num_layers=1)
+        >>> params, _ = model.init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))
+        >>> path = tempfile.mkdtemp()
+        >>> nf.models.save_pretrained(path, model, params)  # a GPT-2 directory
+        >>> loaded, params, state = nf.models.from_pretrained(path)
+        >>> loaded == model, params["blocks"]["layer"]["attention"]["query"]["kernel"].shape
+        (True, (1, 8, 8))
+
     Raises:
         FileNotFoundError: no directory, ``config.json``, weights, or a shard the
             index names.
