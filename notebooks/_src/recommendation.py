@@ -14,9 +14,10 @@ import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
+import optax
 
 import nnfun as nf
-from nnfun.examples.movielens import ranking_data, ranking_metrics, train_epochs
+from nnfun.examples.movielens import ranking_data, ranking_metrics
 from nnfun.models import recsys as rm
 from nnfun.recsys import popularity_scores, sampled_softmax_loss, top_k_items
 
@@ -34,7 +35,6 @@ print(jax.tree.map(np.shape, items))
 
 # %%
 model = rm.TwoTower(rm.user_tower(len(data.occupations)), rm.item_tower())
-users_j, items_j = jax.tree.map(jnp.asarray, users), jax.tree.map(jnp.asarray, items)
 example = {"user": rm.take_rows(users, np.arange(2)), "item": rm.take_rows(items, np.arange(2))}
 params, state = model.init(jax.random.key(0), example)
 print(nf.count_params(params), "parameters")
@@ -44,25 +44,36 @@ print(nf.count_params(params), "parameters")
 #
 # Every other movie in a batch of 1024 is a negative. Popular movies appear in more
 # batches, so each logit is corrected by the log of the movie's sampling probability.
+# `nf.fit` batches the feature rows (any nested dict) and calls the loss with the
+# model's outputs (`{"user": ..., "item": ...}`) and the targets (the item ids, for
+# accidental hits, and their log-Q); one compiled call runs a whole epoch.
 
 # %%
 counts = popularity_scores(data.train["item"], 1682)
-log_q = jnp.log(jnp.asarray(counts) / counts.sum())
+log_q = np.log(counts / counts.sum()).astype(np.float32)
+user, item = data.train["user"], data.train["item"]
+train = {
+    "x": {"user": rm.take_rows(users, user), "item": rm.take_rows(items, item)},
+    "y": {"item": item, "log_q": log_q[item]},
+}
 
 
-def loss(params, batch):
-    x = {"user": rm.take_rows(users_j, batch["user"]), "item": rm.take_rows(items_j, batch["item"])}
-    out, _ = model.apply(params, state, x)
-    losses = sampled_softmax_loss(
-        out["user"], out["item"], log_q=log_q[batch["item"]], candidate_ids=batch["item"], temperature=0.1
+def loss(outputs, targets):
+    return sampled_softmax_loss(
+        outputs["user"], outputs["item"], log_q=targets["log_q"], candidate_ids=targets["item"], temperature=0.1
     )
-    return jnp.mean(losses)
 
 
-pairs = {"user": data.train["user"], "item": data.train["item"]}
-params = train_epochs(loss, params, pairs, epochs=10, batch_size=1024, lr=0.01, seed=0)
-user_vectors, _ = model.user_tower.apply(params["user"], state["user"], users_j)
-item_vectors, _ = model.item_tower.apply(params["item"], state["item"], items_j)
+per_epoch = len(item) // 1024
+steps = 10 * per_epoch
+optimizer = optax.adam(optax.cosine_decay_schedule(0.01, steps))
+train_state, history = nf.fit(
+    model, loss, optimizer, train, steps=steps, batch_size=1024, seed=0, steps_per_call=per_epoch, progress=False
+)
+params, state = train_state.params, train_state.state
+print(f"loss {history['train']['loss'][0]:.2f} at the first step, {history['train']['loss'][-1]:.2f} at the last")
+user_vectors, _ = model.user_tower.apply(params["user"], state["user"], users)
+item_vectors, _ = model.item_tower.apply(params["item"], state["item"], items)
 scores = user_vectors @ item_vectors.T
 
 recall, ndcg = ranking_metrics(scores, data, seen)
