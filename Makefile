@@ -46,6 +46,7 @@ docs: $(VENV)/.dev-installed
 # The side-by-side benchmarks (PyTorch rows appear when the [bench] extra is installed).
 bench: $(VENV)/.dev-installed
 	$(PY) benchmarks/overhead.py
+	$(PY) benchmarks/prefetch.py
 	$(PY) benchmarks/cnn_step.py
 	$(PY) benchmarks/rnn_step.py
 	$(PY) benchmarks/more_models.py

@@ -12,7 +12,14 @@ process, interleaved, several repeats, median:
   stacked on the device, reading the 16 losses once per call;
 * ``nf.fit(..., steps_per_call=1 or 16, progress=False)`` end to end: shuffled
   batches gathered from NumPy arrays, stacked, sent, every loss read for the
-  NaN guard (one call late, so the host work overlaps the compute).
+  NaN guard (one call late, so the host work overlaps the compute);
+* ``fit`` with ``steps_per_call="auto"`` (the default since issue 20; K=1 was
+  the default before), and ``fit`` with three callbacks (an ``EarlyStopping``
+  without evaluations, a callback that keeps the best loss, one that counts
+  calls) against none: callbacks see values already fetched, so they should
+  cost no device sync and stay within noise;
+* ``fit(steps_per_call=1, prefetch=0)``: batches gathered in the loop instead
+  of by the prefetch thread.
 
 The first four see the same batches, already on the device, so they measure
 dispatch and step overhead; the ``fit`` rows add the data pipeline.
@@ -121,11 +128,12 @@ def make_contenders(steps: int):
 
     train = {"x": x.reshape(-1, FEATURES), "y": y.reshape(-1)}
 
-    def fitted(k):
+    def fitted(k, callbacks=(), prefetch=2):
         def go():
             ts[0], _ = nf.fit(
                 model, nf.softmax_cross_entropy, optimizer, train, steps=int(ts[0].step) + steps,
                 batch_size=BATCH, train_state=ts[0], steps_per_call=k, progress=False,
+                callbacks=callbacks, prefetch=prefetch,
             )  # fmt: skip
 
         return go
@@ -144,9 +152,32 @@ def make_contenders(steps: int):
         f"nnfun steps_per_call={FUSED}, reads losses per call": ours(
             loop_fused, fused, chunks, True
         ),
-        "nnfun fit(steps_per_call=1), batches from NumPy": fitted(1),
+        "nnfun fit(steps_per_call=1) (the old default), batches from NumPy": fitted(1),
         f"nnfun fit(steps_per_call={FUSED}), batches from NumPy": fitted(FUSED),
+        'nnfun fit(steps_per_call="auto") (the default), batches from NumPy': fitted("auto"),
+        "nnfun fit(steps_per_call=1) + 3 callbacks": fitted(1, three_callbacks()),
+        'nnfun fit(steps_per_call="auto") + 3 callbacks': fitted("auto", three_callbacks()),
+        "nnfun fit(steps_per_call=1, prefetch=0)": fitted(1, prefetch=0),
     }
+
+
+class BestLoss(nf.Callback):
+    def on_start(self, train_state, step):
+        self.best = float("inf")
+
+    def on_step(self, train_state, step, metrics):
+        self.best = min(self.best, float(metrics["loss"].min()))
+
+
+class CountCalls(nf.Callback):
+    calls = 0
+
+    def on_step(self, train_state, step, metrics):
+        self.calls += 1
+
+
+def three_callbacks() -> list[nf.Callback]:
+    return [nf.EarlyStopping("loss", patience=5), BestLoss(), CountCalls()]
 
 
 def measure(contenders: dict, steps: int, repeats: int) -> dict[str, list[float]]:

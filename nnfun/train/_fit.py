@@ -112,7 +112,7 @@ def fit(
     eval_data: Mapping[str, Any] | None = None,
     eval_every: int | None = None,
     eval_batch_size: int = 1000,
-    steps_per_call: int | str = 1,
+    steps_per_call: int | str = "auto",
     progress: bool = True,
     checkpoint_dir: str | None = None,
     checkpoint_every: int | None = None,
@@ -145,6 +145,17 @@ def fit(
     once per step (the GPT benchmark's step: 157 -> 116 ms at K=5;
     ``benchmarks/NOTES.md``, phase 4).
 
+    ``steps_per_call="auto"`` (the default) times the first four single-step
+    calls and then fuses the power of two K <= 64 that makes a call last at least
+    5 ms (at most the distance between evaluations, checkpoints and callbacks'
+    ``every``), when the steps left repay compiling the fused call (so short runs
+    and slow steps keep K=1); before a boundary it runs the remainder as single
+    steps, so only K and 1 compile. Where the fused and the single program give the same
+    bits (the dense and convolutional nets in the tests), the result is bitwise
+    that of K=1; where XLA compiles the scanned step differently (a GRU: about
+    1e-6 apart), K depends on the timing, so pass an int for a run that must be
+    reproducible to the bit.
+
     ``fit`` reads a call's metrics only after queueing the next call, so its host
     work (gathering batches, the progress bar) overlaps the device's compute.
 
@@ -166,9 +177,16 @@ def fit(
         loss_fn: ``loss_fn(outputs, targets)``, per-example values or a scalar.
         optimizer: an optax gradient transformation, called: ``optax.adam(1e-3)``.
         train_data: a dict ``{"x": inputs, "y": targets}`` whose values are arrays
-            or pytrees of arrays with N examples on the leading axis of every leaf
-            (batched with ``nnfun.data.Batches(train_data, batch_size, seed=seed)``),
-            or any object with ``iterate(start)`` and ``len()`` such as a ``Batches``.
+            (``np.memmap`` too) or pytrees of arrays with N examples on the leading
+            axis of every leaf, or a random-access source (``__len__``, and
+            ``__getitem__(i)`` returning example ``i`` as such a dict): batched with
+            ``nnfun.data.Batches(train_data, batch_size, seed=seed)``, resumed
+            exactly. Or, with ``batch_size=None``: any object with
+            ``iterate(start)`` and ``len()`` such as a ``Batches``; a ``grain``
+            ``MapDataset``/``IterDataset`` of batches, whose iterator state is saved
+            with each checkpoint so a resumed run continues the same batches; any
+            iterable or generator of batches (a resumed run skips the first
+            ``step`` batches of it).
         steps: total optimizer steps (counted from 0, including resumed ones).
         batch_size: examples per batch; required when ``train_data`` is a dict.
         seed: a non-negative int; seeds the parameters (``jax.random.key(seed)``),
@@ -181,7 +199,7 @@ def fit(
             (``train=False``) every ``eval_every`` steps and at the end.
         eval_every: steps between evaluations; default one epoch.
         eval_batch_size: examples per evaluation call (metrics are example-weighted).
-        steps_per_call: K optimizer steps per compiled call.
+        steps_per_call: K optimizer steps per compiled call, or ``"auto"`` (above).
         progress: show a tqdm bar with the loss and the latest evaluation.
         checkpoint_dir: save the train state here (``nnfun.checkpoint``) and
             resume from its latest checkpoint when it has one.
@@ -196,6 +214,22 @@ def fit(
             ``nnfun.checkpoint.CheckpointManager``).
         rules: sharding rules for the params on ``mesh`` (``place_state``'s
             ``{glob: PartitionSpec}``); ``None`` replicates them.
+        loggers: metric writers (:class:`CSVLogger`, :class:`JSONLinesLogger`,
+            :class:`TensorBoardLogger` or a :class:`Logger` of your own), opened
+            before the first step (an unwritable directory fails there) and
+            flushed at each evaluation and checkpoint. Train rows carry the loss,
+            the metrics, the learning rate (when ``schedule`` is given or the
+            optimizer is built with ``optax.inject_hyperparams``; the latter gives
+            the rate of a call's last step to all its steps), steps per second and
+            examples per second (per call; the first call's includes compiling).
+        callbacks: :class:`Callback` objects called between compiled calls with
+            values already fetched (no extra device sync); see :class:`Callback`
+            for stopping and errors.
+        schedule: the optimizer's learning-rate schedule ``count -> rate``, for
+            the loggers.
+        prefetch: batches a background thread reads ahead of the training loop,
+            so a slow source (files, a generator) overlaps the compute; 0 reads
+            them in the loop.
 
     Returns:
         ``(train_state, history)``: ``history["train"]`` maps ``"step"`` and each
@@ -211,6 +245,7 @@ def fit(
             ``optax.adam(1e-3)``), a number as optimizer, a seed that is no int
             (a negative one is a ``ValueError``), data that is not a dict of arrays.
         FloatingPointError: the guard found a non-finite loss.
+        OSError: a logger's directory cannot be written (before training).
 
     Example:
         >>> import jax, jax.numpy as jnp, numpy as np, optax, nnfun as nf
@@ -270,9 +305,9 @@ def fit(
     feed = Feed(batches, start, prefetch)
     run = Run(
         model, loss_fn, single, fused, evaluate, to_device, feed, steps, bounds,
-        Planner(steps_per_call, steps), evals, eval_every if eval_data is not None else None,
-        checkpoints, checkpoint_every, nan_guard, loggers, callbacks, schedule,
-        Progress(progress, start, steps),
+        Planner(steps_per_call, steps, bounds), evals,
+        eval_every if eval_data is not None else None, checkpoints, checkpoint_every,
+        nan_guard, loggers, callbacks, schedule, Progress(progress, start, steps),
     )  # fmt: skip
     try:
         with run.bar, checkpoints or contextlib.nullcontext():

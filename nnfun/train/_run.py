@@ -5,6 +5,7 @@ and checkpoints. ``fit`` (in ``_fit.py``) checks the arguments and builds this."
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -30,16 +31,18 @@ class Planner:
 
     A fixed K is used as given (a call never crosses a boundary, so remainders
     are shorter). ``"auto"`` times the first single-step calls, then picks the
-    power of two K <= 64 that makes a call last >= 5 ms, provided the run has
-    enough steps left to pay for compiling the fused call (estimated by the first
-    call, which compiled the single step); remainders before a boundary run as
-    single steps, so only K and 1 are ever compiled.
+    power of two K <= 64 that makes a call last >= 5 ms, at most the distance
+    between boundaries, provided the run has enough steps left to pay for
+    compiling the fused call (estimated by the first call, which compiled the
+    single step); remainders before a boundary run as single steps, so only K and
+    1 are ever compiled.
     """
 
-    def __init__(self, steps_per_call: int | str, steps: int):
+    def __init__(self, steps_per_call: int | str, steps: int, bounds: Sequence[int] = ()):
         self.auto = steps_per_call == "auto"
         self.k = 1 if self.auto else int(steps_per_call)
         self.steps = steps
+        self.bounds = list(bounds)
         self.times: list[float] = []
         self.decided = not self.auto
 
@@ -60,7 +63,10 @@ class Planner:
         if per_step >= TARGET_CALL_SECONDS or (self.steps - step) * per_step < 2 * compile_seconds:
             return
         wanted = math.ceil(math.log2(TARGET_CALL_SECONDS / max(per_step, 1e-7)))
-        self.k = min(MAX_STEPS_PER_CALL, 2 ** max(wanted, 1))
+        ahead = [b for b in self.bounds if b > step]
+        # Whole intervals between later boundaries; else the room left to the last one.
+        gaps = [b - a for a, b in itertools.pairwise(ahead)] or [ahead[0] - step]
+        self.k = min([MAX_STEPS_PER_CALL, 2 ** max(wanted, 1), *gaps])
 
 
 @dataclasses.dataclass
