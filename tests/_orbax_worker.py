@@ -107,7 +107,11 @@ def main_train():
 
 def main_resume():
     ts = train(os.path.join(DIR, "b"), STEPS)
-    save_results("resumed", gathered(ts.params))
+    # Without like, every process reads the whole checkpoint into host memory.
+    host = CheckpointManager(os.path.join(DIR, "b")).restore()
+    arrays = gathered(ts.params)
+    arrays.update({f"host/{k}": v for k, v in nf.flatten_params(host["params"]).items()})
+    save_results("resumed", arrays)
 
 
 def big_tree(step):

@@ -177,14 +177,13 @@ def test_sharded_fit_resumes_bitwise_and_restores_onto_other_meshes(tmp_path):
         **json.loads((tmp_path / "restored.json").read_text()),
     }
     assert messages["kernel_shards"] == [[5, 4]]  # the kernel really was split over processes
-    assert (
-        sorted(resumed.files)
-        == sorted(uninterrupted.files)
-        == ["0/bias", "0/kernel", "2/bias", "2/kernel"]
-    )
+    names = ["0/bias", "0/kernel", "2/bias", "2/kernel"]
+    assert sorted(uninterrupted.files) == names
+    assert sorted(resumed.files) == names + [f"host/{name}" for name in names]
     for name in uninterrupted.files:
         assert resumed[name].dtype == uninterrupted[name].dtype == np.float32
         np.testing.assert_array_equal(resumed[name], uninterrupted[name])  # bitwise
+        np.testing.assert_array_equal(resumed[f"host/{name}"], uninterrupted[name])
         np.testing.assert_array_equal(restored[f"mesh/{name}"], uninterrupted[name])
         np.testing.assert_array_equal(restored[f"one/{name}"], uninterrupted[name])
     assert messages["steps"] == [6, 6]
