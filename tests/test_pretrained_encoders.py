@@ -109,10 +109,14 @@ def test_gradients_equal_transformers(name, tmp_path):
 
 @pytest.mark.parametrize("name", ["bert", "vit", "vit_model"])
 def test_round_trip(name, tmp_path):
-    """nnfun's writer, read by transformers (recorded), and by nnfun again (here)."""
+    """nnfun's writer, read by transformers' Auto classes (recorded), and by nnfun (here)."""
     ref, again = reference(name), reference(name, "roundtrip.npz")
-    for key in again:
+    outputs = [k for k in again if not k.startswith("loading/")]
+    assert sorted(f"out/{k}" for k in outputs) == sorted(k for k in ref if k.startswith("out/"))
+    for key in outputs:
         assert_close(again[key], ref[f"out/{key}"], f"{name} {key} after the round trip")
+    report = {k: again[k].tolist() for k in again if k.startswith("loading/")}
+    assert len(report) == 4 and not any(report.values()), report  # nothing missing or unused
     model, params = load(name)
     save_pretrained(tmp_path, model, params)
     written, original = checkpoint(tmp_path), checkpoint(FIXTURES / name)
