@@ -92,6 +92,19 @@ def test_unfinished_orbax_directories_are_ignored_then_removed(tmp_path):
     assert not stale.exists() and mgr.all_steps() == [1, 3]
 
 
+def test_a_script_that_ends_right_after_a_save_still_commits_it(tmp_path):
+    script = (
+        "import sys, jax.numpy as jnp\n"
+        "from nnfun.checkpoint import CheckpointManager\n"
+        "CheckpointManager(sys.argv[1], format='orbax').save(4, {'w': jnp.ones((2048, 2048))})\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], timeout=TIMEOUT_S)
+    assert done.returncode == 0
+    assert sorted(os.listdir(tmp_path)) == ["ckpt_000000004.orbax"]
+    restored = CheckpointManager(tmp_path).restore(like={"w": np.zeros((2048, 2048), np.float32)})
+    np.testing.assert_array_equal(restored["w"], np.ones((2048, 2048), np.float32))
+
+
 def test_orbax_errors(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="format must be one of"):
         CheckpointManager(tmp_path, format="zarr")

@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
+import threading
 import warnings
 from typing import Any
 
@@ -95,6 +97,7 @@ class OrbaxSaver:
         ocp = import_orbax("saving arrays that span several processes")
         self._ocp = ocp
         self._checkpointer = ocp.AsyncCheckpointer(ocp.CompositeCheckpointHandler())
+        _finish_at_exit(self)
 
     def save(self, path: str, tree: Any, step: int) -> None:
         arrays, meta = encode(tree, step)
@@ -109,6 +112,39 @@ class OrbaxSaver:
 
     def close(self) -> None:
         self._checkpointer.close()
+        _OPEN.discard(self)
+
+
+# Savers not closed yet: waited for when Python exits (see _finish_at_exit).
+_OPEN: set[OrbaxSaver] = set()
+
+
+def _finish_at_exit(saver: OrbaxSaver) -> None:
+    """Makes a script that ends right after a save still commit it.
+
+    Orbax's background write needs thread pools that Python closes when the
+    interpreter starts to exit, before ``atexit`` handlers run; a save still in
+    flight would then fail and leave only its temporary directory. The hooks of
+    ``threading._register_atexit`` run earlier (``concurrent.futures`` registers
+    its own there), last registered first, so this wait comes before the pools
+    close. The set holds each saver until :meth:`OrbaxSaver.close`, so a manager
+    dropped right after ``save`` is still waited for.
+    """
+    register = getattr(threading, "_register_atexit", None)
+    if register is None:  # not CPython: close() or wait_until_finished() before exiting
+        return
+    if not _OPEN:
+        register(_wait_for_open_savers)
+    _OPEN.add(saver)
+
+
+def _wait_for_open_savers() -> None:
+    for saver in list(_OPEN):
+        try:
+            saver.wait()
+        except Exception as e:  # an exception here would stop Python's other exit hooks
+            print(f"nnfun: the last Orbax checkpoint was not committed: {e!r}", file=sys.stderr)
+    _OPEN.clear()
 
 
 def _checkpointer(why: str) -> tuple[Any, Any]:
