@@ -148,6 +148,19 @@ def test_training_with_the_labels_changes_only_the_adapters(key):
             np.testing.assert_array_equal(flat_after[path], before, err_msg=path)
 
 
+def test_bfloat16_kernels_keep_their_dtype_and_float32_adapters(key):
+    model = mlp()
+    params, state = model.init(key, jnp.zeros((1, 5)))
+    params = jax.tree.map(lambda a: a.astype(jnp.bfloat16), params)
+    adapted, new = nf.lora(model, params, "out", rank=2)
+    assert new["out"]["lora_a"].dtype == jnp.float32
+    new = randomised(new, jax.random.key(6))
+    _, merged = adapted.merge(new)
+    assert merged["out"]["kernel"].dtype == jnp.bfloat16
+    reference = numpy_merged(new, scale=adapted.scale)["out"]["kernel"]  # float32
+    np.testing.assert_allclose(np.float32(merged["out"]["kernel"]), reference, rtol=1e-2, atol=1e-2)
+
+
 def test_labels_mark_only_the_adapters(key):
     model = mlp()
     params, _ = model.init(key, jnp.zeros((1, 5)))

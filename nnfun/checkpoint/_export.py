@@ -115,9 +115,11 @@ def export(
         >>> import os, tempfile, jax, jax.numpy as jnp, nnfun as nf
         >>> model = nf.Sequential([nf.Dense(3)])
         >>> params, state = model.init(jax.random.key(0), jnp.zeros((1, 4)))
-        >>> path = os.path.join(tempfile.mkdtemp(), "dense.jax_exported")
-        >>> _ = nf.export(model, params, state, jnp.zeros((1, 4)), path)
-        >>> loaded = jax.export.deserialize(open(path, "rb").read())
+        >>> with tempfile.TemporaryDirectory() as directory:
+        ...     path = os.path.join(directory, "dense.jax_exported")
+        ...     _ = nf.export(model, params, state, jnp.zeros((1, 4)), path)
+        ...     with open(path, "rb") as file:
+        ...         loaded = jax.export.deserialize(file.read())
         >>> loaded.call(jnp.ones((5, 4))).shape
         (5, 3)
     """

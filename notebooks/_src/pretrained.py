@@ -21,6 +21,7 @@
 # %%
 import json
 import os
+import shutil
 import tempfile
 
 import jax
@@ -104,8 +105,9 @@ print(f"{len(data):,} bytes; windows: train {train['x'].shape}, validation {val[
 # model starts out as the loaded one.
 
 # %%
-tuned, tuned_params = nf.lora(model, params, ["blocks/layer/attention/*", "blocks/layer/mlp/*"],
-                              rank=8, alpha=16.0, key=1)
+tuned, tuned_params = nf.lora(
+    model, params, ["blocks/layer/attention/*", "blocks/layer/mlp/*"], rank=8, alpha=16.0, key=1
+)
 print(tuned.targets)
 adapters = {p: v.shape for p, v in nf.flatten_params(tuned_params).items() if "lora_" in p}
 trainable = sum(int(np.prod(shape)) for shape in adapters.values())
@@ -119,6 +121,7 @@ print({p: s for p, s in adapters.items() if "query" in p})
 # and heads: in a checkpoint with random weights the logits `LayerNorm(h) @ E`
 # against the small random embedding `E` span too narrow a range to express
 # confident predictions, and the norm's scale is what widens it.
+
 
 # %%
 def train_labels(params):
@@ -142,12 +145,25 @@ def val_loss(params):
 
 
 before = float(val_loss(tuned_params))
-trained, history = fit(tuned, softmax_cross_entropy, optimizer, train, steps=STEPS,
-                       batch_size=32, train_state=start, steps_per_call=50, progress=False)
+trained, history = fit(
+    tuned,
+    softmax_cross_entropy,
+    optimizer,
+    train,
+    steps=STEPS,
+    batch_size=32,
+    train_state=start,
+    steps_per_call=50,
+    progress=False,
+)
 after = float(val_loss(trained.params))
-print(f"validation loss (nats per byte): {before:.2f} -> {after:.2f} "
-      f"(uniform over 256 bytes: {np.log(256):.2f})")
-print("training loss every 100 steps:", np.round(history["train"]["loss"].reshape(-1, 100).mean(1), 2))
+print(
+    f"validation loss (nats per byte): {before:.2f} -> {after:.2f} "
+    f"(uniform over 256 bytes: {np.log(256):.2f})"
+)
+print(
+    "training loss every 100 steps:", np.round(history["train"]["loss"].reshape(-1, 100).mean(1), 2)
+)
 
 # %% [markdown]
 # The base model is random and only 18,432 adapter numbers (and the final norm)
@@ -158,8 +174,9 @@ print("training loss every 100 steps:", np.round(history["train"]["loss"].reshap
 
 # %%
 flat_before, flat_after = nf.flatten_params(tuned_params), nf.flatten_params(trained.params)
-frozen = [p for p, label in nf.flatten_params(train_labels(tuned_params)).items()
-          if label == "frozen"]
+frozen = [
+    p for p, label in nf.flatten_params(train_labels(tuned_params)).items() if label == "frozen"
+]
 frozen_unchanged = all(np.array_equal(flat_before[p], flat_after[p]) for p in frozen)
 print(f"all {len(frozen)} frozen weights unchanged:", frozen_unchanged)
 
@@ -173,17 +190,22 @@ print(f"all {len(frozen)} frozen weights unchanged:", frozen_unchanged)
 # %%
 merged_model, merged_params = tuned.merge(trained.params)
 prompt = jnp.asarray(np.frombuffer(b"The ", np.uint8).astype(np.int32)[None, :])
-sample = generate(merged_model, merged_params, prompt, jax.random.key(2), max_new_tokens=80,
-                  temperature=0.5)
+sample = generate(
+    merged_model, merged_params, prompt, jax.random.key(2), max_new_tokens=80, temperature=0.5
+)
 print(repr(bytes(np.asarray(sample[0], np.uint8)).decode("utf-8", errors="replace")))
 
 tuned_dir = os.path.join(workdir, "tiny-gpt2-lora-merged")
 nf.models.save_pretrained(tuned_dir, merged_model, merged_params)
 reloaded, reloaded_params, reloaded_state = nf.models.from_pretrained(tuned_dir)
-difference = float(jnp.max(jnp.abs(
-    reloaded.apply(reloaded_params, reloaded_state, ids)[0]
-    - tuned.apply(trained.params, state, ids)[0]
-)))
+difference = float(
+    jnp.max(
+        jnp.abs(
+            reloaded.apply(reloaded_params, reloaded_state, ids)[0]
+            - tuned.apply(trained.params, state, ids)[0]
+        )
+    )
+)
 print(f"reloaded vs adapted model, largest logit difference: {difference:.1e}")
 
 # %%
@@ -191,3 +213,4 @@ assert loaded_equal
 assert frozen_unchanged
 assert after < before - 1.0, (before, after)  # measured 5.54 -> 3.95
 assert difference < 1e-4, difference
+shutil.rmtree(workdir)  # the two checkpoint directories
