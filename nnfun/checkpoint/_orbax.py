@@ -117,6 +117,7 @@ class OrbaxSaver:
 
 # Savers not closed yet: waited for when Python exits (see _finish_at_exit).
 _OPEN: set[OrbaxSaver] = set()
+_registered = False
 
 
 def _finish_at_exit(saver: OrbaxSaver) -> None:
@@ -130,11 +131,15 @@ def _finish_at_exit(saver: OrbaxSaver) -> None:
     close. The set holds each saver until :meth:`OrbaxSaver.close`, so a manager
     dropped right after ``save`` is still waited for.
     """
+    global _registered
     register = getattr(threading, "_register_atexit", None)
     if register is None:  # not CPython: close() or wait_until_finished() before exiting
         return
-    if not _OPEN:
+    if not _registered:
+        import concurrent.futures.thread  # noqa: F401  (its hook first, so it runs after ours)
+
         register(_wait_for_open_savers)
+        _registered = True
     _OPEN.add(saver)
 
 
