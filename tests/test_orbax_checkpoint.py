@@ -115,6 +115,11 @@ def test_orbax_errors(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match=r"w: expected float32\[4\], found float32\[3\]"):
         mgr.restore(like={"w": jnp.ones(4)})
     mgr.close()
+    with pytest.raises(CheckpointError, match="no such Orbax checkpoint directory"):
+        nf.checkpoint.orbax_to_safetensors(tmp_path / "nowhere", tmp_path / "x.safetensors")
+    (tmp_path / "ckpt_000000005.orbax").mkdir()  # a directory that Orbax did not write
+    with pytest.raises(CheckpointError, match="not an nnfun Orbax checkpoint"):
+        mgr.restore(5)
     monkeypatch.setitem(sys.modules, "orbax.checkpoint", None)
     with pytest.raises(ImportError, match=r"needs Orbax .* Fix: pip install 'nnfun\[scale\]'"):
         CheckpointManager(tmp_path / "x", format="orbax").save(0, {"w": jnp.ones(3)})
