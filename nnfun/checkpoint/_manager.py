@@ -177,8 +177,8 @@ class CheckpointManager:
                     os.remove(path)
 
     def _remove_orbax_temp_dirs(self) -> None:
-        # Left by a run killed mid-save. Only process 0, and only at its first Orbax save,
-        # when every process has come that far (so no process of this run is writing yet).
+        # Left by a run killed mid-save. Only process 0, before its first Orbax save: no
+        # process of this run writes anything before that save's opening barrier.
         if jax.process_index() != 0:
             return
         for name in os.listdir(self.directory):
