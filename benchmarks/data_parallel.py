@@ -155,15 +155,24 @@ def main():
     parser.add_argument("--batch", type=int, default=512, help="global batch size")
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--inner", type=int, default=None)
+    parser.add_argument(
+        "--device-counts",
+        default=None,
+        help="comma-separated device counts; default 1,2,4,8 forced host devices on CPU, "
+        "and all local devices on an accelerator",
+    )
     args = parser.parse_args()
     args.rounds = args.rounds or (3 if args.quick else 9)
     args.inner = args.inner or (5 if args.quick else 50)
     if args.worker:
         return worker(args.batch, args.rounds, args.inner)
+    counts = DEVICE_COUNTS
+    if args.device_counts:
+        counts = tuple(int(n) for n in args.device_counts.split(","))
     print(f"global batch {args.batch}, {os.cpu_count()} CPU cores shared by all 'devices'\n")
     print("| devices | raw JAX (examples/s) | nnfun (examples/s) | nnfun / raw JAX |")
     print("|---:|---:|---:|---:|")
-    for n in DEVICE_COUNTS:
+    for n in counts:
         rates = run_device_count(n, args)["examples_per_s"]
         raw, ours = rates["raw JAX"], rates["nnfun"]
         print(f"| {n} | {raw:,.0f} | {ours:,.0f} | {ours / raw:.2f}x |", flush=True)

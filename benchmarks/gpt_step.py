@@ -1,4 +1,4 @@
-# Run: .venv/bin/python benchmarks/gpt_step.py [--quick]   (ms per GPT training step, CPU)
+# Run: .venv/bin/python benchmarks/gpt_step.py [--quick]   (ms per GPT training step)
 """The GPT training step: nnfun vs a naive hand-written raw-JAX GPT vs PyTorch eager.
 
 Same architecture everywhere: token + learned position embeddings, pre-norm
@@ -11,6 +11,21 @@ with 2 threads. One nnfun contender runs ``--steps`` optimizer steps per
 compiled call (``nnfun.train.scan_steps``, what ``fit(steps_per_call=K)``
 does): XLA:CPU then allocates its scratch buffer once per call instead of once
 per step.
+
+Against the machine's own limit: the script lists each JAX step's matrix
+products (``benchmarks/_gemm.py``: every ``dot_general`` of its jaxpr, by shape
+and layout), times each product alone on the backend, and sums them: the
+GEMM-bound time, what the step would take if it did nothing but its products at
+the speed the backend reaches on those shapes. PyTorch's bound times the same
+products (the naive JAX step's, the same network) with ``torch.einsum``. The
+bound is measured in every round, interleaved with the steps, and the table
+gives each contender's step time over its bound (median, and the range over
+rounds). bfloat16 rows: nnfun's GPT in ``nf.MixedPrecision`` (float32 params,
+bfloat16 compute) against the PyTorch model under ``torch.autocast("cpu",
+torch.bfloat16)``. Model FLOPs utilisation (MFU) counts the naive step's
+product FLOPs (full attention, the usual convention) per second, against the
+throughput of one large square product measured here and, on a GPU or TPU whose
+peak is known (``PEAK_TFLOPS``), against that.
 
 By default the whole comparison runs twice, each time in a fresh process: once
 as a process starts, and once with ``NNFUN_RETAIN_HOST_MEMORY=1``, this script's
@@ -28,7 +43,6 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -37,7 +51,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _gemm import TorchGemms, XlaGemms, products, square, total_flops
 
+import nnfun as nf
 from nnfun.host_memory import retain_host_memory
 from nnfun.models.gpt import GPT
 from nnfun.train import TrainState, scan_steps, softmax_cross_entropy, train_step
@@ -45,7 +61,23 @@ from nnfun.train import TrainState, scan_steps, softmax_cross_entropy, train_ste
 CONFIGS = {
     "small": dict(d_model=128, heads=4, layers=4, seq=128, batch=16, vocab=96),
     "large": dict(d_model=256, heads=4, layers=6, seq=128, batch=16, vocab=96),
+    # A smoke run (benchmarks/accelerator.sh --quick): checks the script, measures nothing.
+    "tiny": dict(d_model=32, heads=2, layers=1, seq=16, batch=2, vocab=16),
+    # Large enough to fill a GPU (issue 21's MFU target); run only on an accelerator.
+    "gpu": dict(d_model=1024, heads=16, layers=12, seq=1024, batch=8, vocab=32768),
 }
+# Dense bfloat16 peak of accelerators (vendor data sheets), by jax device_kind prefix.
+PEAK_TFLOPS = {
+    "NVIDIA H200": 989.0,
+    "NVIDIA H100": 989.0,
+    "NVIDIA A100": 312.0,
+    "NVIDIA L4": 121.0,
+    "TPU v4": 275.0,
+    "TPU v5 lite": 197.0,
+    "TPU v5": 459.0,
+}
+BF16 = nf.Policy("float32", "bfloat16", "float32")
+SQUARE = 4096 if jax.default_backend() != "cpu" else 1024  # the peak's product size
 
 
 def raw_init(key, c):
@@ -116,16 +148,17 @@ def make_raw(c, batch):
     params = raw_init(jax.random.key(0), c)
     state = [params, opt.init(params)]
     step = raw_step_fn(c, opt)
+    counts = products(step, *state, batch)
 
     def run(n):
         for _ in range(n):
             state[0], state[1], loss = step(state[0], state[1], batch)
         loss.block_until_ready()
 
-    return run
+    return run, counts
 
 
-def nnfun_model(c, stacked=True, unroll=None) -> GPT:
+def nnfun_model(c, stacked=True, unroll=None):
     return GPT(
         vocab_size=c["vocab"],
         d_model=c["d_model"],
@@ -137,10 +170,12 @@ def nnfun_model(c, stacked=True, unroll=None) -> GPT:
     )
 
 
-def make_nnfun(c, batch, stacked=True, unroll=None, steps_per_call=1):
+def make_nnfun(c, batch, stacked=True, unroll=None, steps_per_call=1, bf16=False):
     model, opt = nnfun_model(c, stacked, unroll), optax.adam(1e-3)
+    model = nf.MixedPrecision(model, BF16) if bf16 else model
     ts = [TrainState.create(model, opt, jax.random.key(0), batch["x"])]
     step = train_step(model, softmax_cross_entropy, opt)
+    counts = products(step, ts[0], batch)
     if steps_per_call == 1:
         step = jax.jit(step, donate_argnums=0)
     else:  # one compiled call runs K steps (what fit(steps_per_call=K) does)
@@ -154,7 +189,7 @@ def make_nnfun(c, batch, stacked=True, unroll=None, steps_per_call=1):
             ts[0], metrics = step(ts[0], batch)
         metrics["loss"].block_until_ready()
 
-    return run
+    return run, counts
 
 
 def torch_gpt(torch, c):
@@ -193,12 +228,9 @@ def torch_gpt(torch, c):
     return Model()
 
 
-def make_torch(c, batch):
-    try:
-        import torch
-    except ImportError:
-        return None
-    torch.set_num_threads(2)
+def make_torch(torch, c, batch, bf16=False):
+    if jax.default_backend() == "cpu":
+        torch.set_num_threads(2)
     torch.manual_seed(0)
     model = torch_gpt(torch, c)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -207,8 +239,11 @@ def make_torch(c, batch):
 
     def run(n):
         for _ in range(n):
-            logits = model(x)
-            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, c["vocab"]), y.reshape(-1))
+            with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+                logits = model(x)
+            loss = torch.nn.functional.cross_entropy(
+                logits.float().reshape(-1, c["vocab"]), y.reshape(-1)
+            )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -216,42 +251,133 @@ def make_torch(c, batch):
     return run
 
 
-def bench(c, rounds: int, steps: int) -> tuple[dict[str, tuple[float, float]], float]:
-    """Median (wall ms, CPU ms) per step of each contender, and page faults per step."""
+def contenders(c, batch, steps, bf16):
+    """``{name: (run, gemm key)}`` and ``{gemm key: GEMM-bound timer}``."""
+    raw, raw_counts = make_raw(c, batch)
+    nnfun, counts = make_nnfun(c, batch)
+    runs = {
+        "raw JAX (naive)": (raw, "XLA, raw JAX's products"),
+        "nnfun GPT (default: Stack unrolled)": (nnfun, "XLA, nnfun's products"),
+    }
+    gemms = {
+        "XLA, raw JAX's products": XlaGemms(raw_counts),
+        "XLA, nnfun's products": XlaGemms(counts),
+        "float32": XlaGemms(square(SQUARE, "float32")),  # the measured peak, for the MFU
+    }
+    if c in (CONFIGS["small"], CONFIGS["large"]):  # the layouts of the Stack, and scan_steps
+        runs["nnfun GPT(unroll=1) (Stack as a loop)"] = (
+            make_nnfun(c, batch, unroll=1)[0],
+            "XLA, nnfun's products",
+        )
+        runs["nnfun GPT(stacked=False) (Sequential)"] = (
+            make_nnfun(c, batch, stacked=False)[0],
+            "XLA, nnfun's products",
+        )
+        runs[f"nnfun GPT, {steps} steps per call (scan_steps)"] = (
+            make_nnfun(c, batch, steps_per_call=steps)[0],
+            "XLA, nnfun's products",
+        )
+    if bf16:
+        run, counts = make_nnfun(c, batch, bf16=True)
+        runs["nnfun GPT bfloat16 (MixedPrecision)"] = (run, "XLA bfloat16, nnfun's products")
+        gemms["XLA bfloat16, nnfun's products"] = XlaGemms(counts)
+        gemms["bfloat16"] = XlaGemms(square(SQUARE, "bfloat16"))
+    try:
+        import torch
+    except ImportError:
+        return runs, gemms, raw_counts
+    if jax.default_backend() != "cpu":  # the PyTorch rows compare CPU steps
+        return runs, gemms, raw_counts
+    runs["PyTorch eager"] = (make_torch(torch, c, batch), "torch, raw JAX's products")
+    gemms["torch, raw JAX's products"] = TorchGemms(torch, raw_counts)
+    if bf16:
+        runs["PyTorch eager, autocast(bfloat16)"] = (
+            make_torch(torch, c, batch, bf16=True),
+            "torch bfloat16, raw JAX's products",
+        )
+        gemms["torch bfloat16, raw JAX's products"] = TorchGemms(torch, raw_counts, torch.bfloat16)
+    return runs, gemms, raw_counts
+
+
+def bench(c, rounds: int, steps: int, bf16: bool):
+    """Per contender: lists over rounds of (wall ms, CPU ms) per step; per GEMM bound: list of
+    ms; the model FLOPs of one step; page faults per step."""
     rng = np.random.default_rng(0)
     batch = {
         k: jnp.asarray(rng.integers(0, c["vocab"], (c["batch"], c["seq"]), dtype=np.int32))
         for k in "xy"
     }
-    contenders = {
-        "raw JAX (naive)": make_raw(c, batch),
-        "nnfun GPT (default: Stack unrolled)": make_nnfun(c, batch),
-        "nnfun GPT(unroll=1) (Stack as a loop)": make_nnfun(c, batch, unroll=1),
-        "nnfun GPT(stacked=False) (Sequential)": make_nnfun(c, batch, stacked=False),
-        f"nnfun GPT, {steps} steps per call (scan_steps)": make_nnfun(
-            c, batch, steps_per_call=steps
-        ),
-    }
-    torch_run = make_torch(c, batch)
-    if torch_run is not None:
-        contenders["PyTorch eager"] = torch_run
-    for run in contenders.values():
+    runs, gemms, model_counts = contenders(c, batch, steps, bf16)
+    for run, _ in runs.values():
         run(steps)  # compile and warm up
-    times = {name: ([], []) for name in contenders}
-    names = list(contenders)
+    for gemm in gemms.values():
+        gemm.seconds(1)
+    times = {name: [] for name in runs}
+    bounds = {name: [] for name in gemms}
+    names = list(runs) + list(gemms)
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for r in range(rounds):
         # Rotate the order: torch's threads spin on after its step and slow whoever runs next.
         for name in names[r % len(names) :] + names[: r % len(names)]:
-            run = contenders[name]
+            if name in gemms:
+                bounds[name].append(gemms[name].seconds(calls=2) * 1000)  # (wall, CPU) ms
+                continue
             start, cpu = time.perf_counter(), time.process_time()
-            run(steps)
-            times[name][0].append((time.perf_counter() - start) / steps * 1000)
+            runs[name][0](steps)
             # CPU time of all threads: counts work done, barely moved by other load.
-            times[name][1].append((time.process_time() - cpu) / steps * 1000)
+            wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+            times[name].append((wall / steps * 1000, cpu / steps * 1000))
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
-    medians = {name: (statistics.median(w), statistics.median(u)) for name, (w, u) in times.items()}
-    return medians, faults / (rounds * steps * len(contenders))
+    per_step = faults / (rounds * steps * len(runs))
+    keys = {name: key for name, (_, key) in runs.items()}
+    return times, keys, bounds, total_flops(model_counts), per_step
+
+
+def sheet_peak() -> float | None:
+    """The data-sheet bfloat16 peak FLOP/s of the device, if ``PEAK_TFLOPS`` knows it."""
+    kind = jax.devices()[0].device_kind
+    known = [tf for name, tf in PEAK_TFLOPS.items() if kind.startswith(name)]
+    return known[0] * 1e12 if known else None
+
+
+def report(name, c, rounds, steps, bf16):
+    times, keys, bounds, model_flops, faults = bench(c, rounds, steps, bf16)
+    print(f"\n### {name}: {c}; {faults:.0f} page faults per step", flush=True)
+    print(
+        f"model FLOPs per step (the naive step's products): {model_flops / 1e9:.2f} G. "
+        "Ratios to the GEMM bound and MFU: median over rounds of the wall-clock ratio "
+        "(of the CPU-time ratio), then the range of the wall-clock ratio.\n"
+    )
+    print(
+        "| contender | ms/step | CPU ms/step | vs raw JAX: wall (CPU) | GEMM-bound ms "
+        "| step / GEMM bound | MFU vs measured peak | MFU vs data sheet |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    wall0, cpu0 = np.median(np.array(times["raw JAX (naive)"]), axis=0)
+    square_flops = 2 * SQUARE**3
+    sheet = sheet_peak()
+    for contender, rows in times.items():
+        step = np.array(rows)  # (rounds, 2): wall, CPU ms
+        bound = np.array(bounds[keys[contender]])
+        ratio = step / bound
+        peak = square_flops / np.array(bounds["bfloat16" if "bfloat16" in contender else "float32"])
+        mfu = model_flops / step / peak
+        wall, cpu = np.median(step, axis=0)
+        mfu_sheet = f"{model_flops / (wall / 1000) / sheet:.1%}" if sheet else "n/a"
+        print(
+            f"| {contender} | {wall:.1f} | {cpu:.1f} | {wall / wall0:.2f}x ({cpu / cpu0:.2f}x) "
+            f"| {np.median(bound[:, 0]):.1f} | {np.median(ratio[:, 0]):.2f}x "
+            f"({np.median(ratio[:, 1]):.2f}x), {ratio[:, 0].min():.2f}-{ratio[:, 0].max():.2f} "
+            f"| {np.median(mfu[:, 0]):.0%} ({np.median(mfu[:, 1]):.0%}) | {mfu_sheet} |",
+            flush=True,
+        )
+    for dtype in ("float32", "bfloat16"):
+        if dtype in bounds:
+            wall, cpu = np.median(np.array(bounds[dtype]), axis=0)
+            print(
+                f"\n{dtype} {SQUARE}^3 product: {square_flops / wall / 1e6:.0f} GFLOP/s wall, "
+                f"{square_flops / cpu / 1e6:.0f} GFLOP/s of CPU time"
+            )
 
 
 def main():
@@ -259,6 +385,8 @@ def main():
     parser.add_argument("--quick", action="store_true", help="small config, few steps (smoke run)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=5, help="steps per contender per round")
+    parser.add_argument("--configs", nargs="*", choices=sorted(CONFIGS), help="which sizes")
+    parser.add_argument("--no-bf16", action="store_true", help="skip the bfloat16 rows")
     parser.add_argument(
         "--host-memory",
         choices=("both", "this"),
@@ -274,23 +402,21 @@ def main():
             command = [sys.executable, __file__, *argv, "--host-memory=this"]
             subprocess.run(command, env=env, check=True)
         return
-    configs = {"small": CONFIGS["small"]} if args.quick else CONFIGS
+    accelerator = jax.default_backend() != "cpu"
+    names = args.configs or (["small"] if args.quick else ["small", "large"])
+    if accelerator and not args.quick and not args.configs:
+        names.append("gpu")
     rounds, steps = (2, 2) if args.quick else (args.rounds, args.steps)
     # This script's switch, read here only: the library never reads it.
     retained = os.environ.get("NNFUN_RETAIN_HOST_MEMORY") == "1" and retain_host_memory()
+    device = jax.devices()[0]
     print(
         f"\n## host memory retained: {'yes' if retained else 'no'} "
-        f"(jax {jax.__version__} on {jax.default_backend()}, {rounds} rounds x {steps} steps)"
+        f"(jax {jax.__version__} on {jax.default_backend()}: {device.device_kind}, "
+        f"{rounds} rounds x {steps} steps)"
     )
-    for name, c in configs.items():
-        result, faults = bench(c, rounds, steps)
-        print(f"\n### {name}: {c}; {faults:.0f} page faults per step\n", flush=True)
-        print("| contender | ms/step | CPU ms/step | vs raw JAX: wall (CPU) |")
-        print("|---|---:|---:|---:|")
-        wall0, cpu0 = result["raw JAX (naive)"]
-        for contender, (wall, cpu) in result.items():
-            ratios = f"{wall / wall0:.2f}x ({cpu / cpu0:.2f}x)"
-            print(f"| {contender} | {wall:.1f} | {cpu:.1f} | {ratios} |", flush=True)
+    for name in names:
+        report(name, CONFIGS[name], rounds, steps, bf16=not args.no_bf16)
 
 
 if __name__ == "__main__":
