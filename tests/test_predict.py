@@ -91,3 +91,11 @@ def test_errors():
         nf.evaluate(MODEL, PARAMS, STATE, [{"a": DATA["x"]}], METRICS)
     with pytest.raises(ValueError, match="predict: inputs hold no examples"):
         nf.predict(MODEL, PARAMS, STATE, [])
+
+
+def test_a_scalar_metric_is_weighted_by_the_real_examples_of_the_last_batch():
+    def mean_accuracy(logits, labels):  # a scalar per batch, not per-example values
+        return jnp.mean(jnp.argmax(logits, -1) == labels)
+
+    result = nf.evaluate(MODEL, PARAMS, STATE, DATA, {"acc": mean_accuracy}, batch_size=4)
+    np.testing.assert_allclose(result["acc"], numpy_metrics()["accuracy"], rtol=1e-6)

@@ -79,6 +79,16 @@ def _predictor(model: Layer) -> Any:
     return jax.jit(lambda params, state, x: model.apply(params, state, x, train=False)[0])
 
 
+def _per_example(model: Layer, metrics: Any, params: Params, state: State, batch: Any) -> bool:
+    """Whether every metric returns per-example values (shapes only: no FLOPs)."""
+
+    def values(params: Params, state: State, batch: Any) -> list[jax.Array]:
+        outputs, _ = model.apply(params, state, batch["x"], train=False)
+        return [fn(outputs, batch["y"]) for _, fn in metrics]
+
+    return all(v.ndim > 0 for v in jax.eval_shape(values, params, state, batch))
+
+
 def _check_batch_size(where: str, batch_size: Any) -> None:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"{where}: batch_size must be a positive int, got {batch_size!r}")
@@ -135,10 +145,15 @@ def evaluate(
         compiled = _evaluator.__wrapped__(model, items)
     totals: dict[str, float] = dict.fromkeys(dict(items), 0.0)
     seen = 0
-    for batch, count in _batches(data, batch_size, pad=True):
+    per_example = None  # whether every metric gives per-example values (then pad)
+    for batch, count in _batches(data, batch_size, pad=False):
         if not isinstance(batch, Mapping) or "x" not in batch or "y" not in batch:
             got = sorted(batch) if isinstance(batch, Mapping) else type(batch).__name__
             raise TypeError(f"evaluate: batches must be dicts {{'x': ..., 'y': ...}}, got {got}")
+        if per_example is None:
+            per_example = _per_example(model, items, params, state, batch)
+        if per_example and _kind(data) != "iterable" and count < batch_size:
+            batch = _padded(batch, batch_size)
         sums = jax.device_get(compiled(params, state, batch, np.int32(count)))
         for name, value in sums.items():
             totals[name] += float(value)

@@ -2,8 +2,9 @@
 # # Quickstart: an MLP on MNIST-1D
 #
 # This notebook builds a small multilayer perceptron, looks at it with `nf.summary`,
-# trains it with `fit` and evaluates it on held-out data. It runs on a laptop CPU in
-# under a minute.
+# trains it with `fit` (logging to a CSV file it plots while training, and stopping
+# early when the test loss stops improving) and evaluates it on held-out data. It
+# runs on a laptop CPU in under a minute.
 #
 # [MNIST-1D](https://github.com/greydanus/mnist1d) is a 1-D stand-in for MNIST: each
 # example is a signal of 40 numbers drawn from one of ten digit-like templates, then
@@ -13,11 +14,14 @@
 # `mnist1d` package; nothing is downloaded.
 
 # %%
+import tempfile
+
 import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 import optax
+from IPython.display import clear_output, display
 
 import nnfun as nf
 import nnfun.data as nd
@@ -51,14 +55,42 @@ params, state = model.init(jax.random.key(0), jax.ShapeDtypeStruct((1, 40), jnp.
 print(jax.tree.map(jnp.shape, params))
 
 # %% [markdown]
-# ## Train
+# ## Train, log, plot while it runs, stop early
 #
 # `fit` takes the model, a loss `fn(outputs, targets)`, any optax optimizer and the
-# data as a dict of arrays. `steps_per_call=100` fuses 100 optimizer steps into one
-# compiled `lax.scan`, so Python dispatch is paid once per 100 steps. The test set is
-# evaluated every 500 steps.
+# data as a dict of arrays. By default (`steps_per_call="auto"`) it times the first
+# steps and then fuses several optimizer steps into one compiled `lax.scan`, so
+# Python dispatch is paid once per call, not per step.
+#
+# `loggers=[nf.CSVLogger(logs)]` writes every step's loss, accuracy, learning rate and
+# speed to `logs/train.csv` and each evaluation to `logs/eval.csv`, flushed at each
+# evaluation; `nf.TensorBoardLogger` writes the same for TensorBoard. Callbacks run
+# between compiled calls: the one below re-plots the CSV log at every evaluation, and
+# `nf.EarlyStopping` stops once the test loss has not improved for three evaluations
+# and hands back the parameters of the best one.
 
 # %%
+logs = tempfile.mkdtemp(prefix="quickstart-")
+
+
+class PlotLog(nf.Callback):
+    """Re-draws the loss curves from the CSV files after each evaluation."""
+
+    def on_eval(self, train_state, step, metrics):
+        steps = np.genfromtxt(f"{logs}/train.csv", delimiter=",", names=True)
+        evals = np.genfromtxt(f"{logs}/eval.csv", delimiter=",", names=True, ndmin=1)
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        ax.plot(steps["step"], steps["loss"], lw=0.5, alpha=0.5, label="train (per step)")
+        ax.plot(evals["step"], evals["loss"], "o-", label="test")
+        ax.set(xlabel="step", ylabel="cross-entropy", yscale="log",
+               title=f"MLP on MNIST-1D, step {step}")
+        ax.legend()
+        clear_output(wait=True)
+        display(fig)
+        plt.close(fig)
+
+
+early = nf.EarlyStopping("loss", patience=3)
 train_state, history = fit(
     model,
     softmax_cross_entropy,
@@ -68,42 +100,31 @@ train_state, history = fit(
     batch_size=100,
     metrics={"accuracy": accuracy},
     eval_data=test,
-    eval_every=500,
-    steps_per_call=100,
+    eval_every=250,
+    loggers=[nf.CSVLogger(logs)],
+    callbacks=[PlotLog(), early],
 )
-print(f"test accuracy: {history['eval']['accuracy'][-1]:.3f}")
+print(f"stopped at step {early.stopped_step}; best test loss {early.best:.3f} "
+      f"at step {early.best_step}, which train_state holds (step {int(train_state.step)})")
 
 # %% [markdown]
-# ## Loss curve
-#
-# `history["train"]` holds the training loss of every step (measured on the batch
-# before the update); `history["eval"]` holds the evaluations. The MLP memorises its
-# 4000 training signals: the training loss falls towards zero while the test loss
-# turns upward after about 1000 steps (test accuracy holds steady meanwhile).
-
-# %%
-fig, ax = plt.subplots(figsize=(7, 3.5))
-ax.plot(history["train"]["step"], history["train"]["loss"], lw=0.5, alpha=0.5,
-        label="train (per step)")
-ax.plot(history["eval"]["step"], history["eval"]["loss"], "o-", label="test")
-ax.set(xlabel="step", ylabel="cross-entropy", yscale="log", title="MLP on MNIST-1D")
-ax.legend()
-plt.show()
+# The MLP memorises its 4000 training signals: the training loss falls towards zero
+# while the test loss turns upward after about 1000 steps, so early stopping ends the
+# run well before the 3000 steps asked for. `history` holds the same numbers as the
+# CSV files (`history["train"]` every step, measured on the batch before the update;
+# `history["eval"]` each evaluation).
 
 # %% [markdown]
 # ## Evaluate: a confusion matrix
 #
-# `apply` is a pure function of the parameters, so predicting is one jitted call.
-# `train=False` is the default.
+# `nf.predict` runs the model (`train=False`) over any number of examples in batches,
+# compiled once; `nf.evaluate` gives the example-weighted mean of any metrics.
 
 # %%
-@jax.jit
-def predict(params, state, x):
-    logits, _ = model.apply(params, state, x)
-    return jnp.argmax(logits, axis=-1)
-
-
-predicted = np.asarray(predict(train_state.params, train_state.state, test["x"]))
+logits = nf.predict(model, train_state.params, train_state.state, test["x"], batch_size=500)
+predicted = logits.argmax(-1)
+print(nf.evaluate(model, train_state.params, train_state.state, test,
+                  {"loss": softmax_cross_entropy, "accuracy": accuracy}))
 confusion = np.zeros((10, 10), np.int64)
 np.add.at(confusion, (test["y"], predicted), 1)
 test_accuracy = np.trace(confusion) / confusion.sum()
@@ -118,14 +139,17 @@ plt.show()
 
 # %% [markdown]
 # The MNIST-1D paper reports 68% for its MLP; this plain one lands a few points
-# below that on this seed of the data after 3000 steps. The MLP recipe in
+# below that on this seed of the data. The MLP recipe in
 # `nnfun.models.mnist1d` (a residual block, dropout and a cosine learning-rate decay
 # against the overfitting seen above) reaches about 73%, and a convolution, which
 # shares weights across positions, about 95%: see `mnist1d_benchmark.ipynb`.
 #
 # The last cell checks the result, so that running this notebook in the test suite
-# verifies it. 0.60 sits a few points below the 0.65 we measured.
+# verifies it: early stopping ended the run and restored its best evaluation.
 
 # %%
-assert test_accuracy > 0.60, test_accuracy
-assert history["train"]["loss"][-100:].mean() < 0.1 * history["train"]["loss"][:100].mean()
+assert early.stopped_step is not None and early.stopped_step < 3000
+assert int(train_state.step) == early.best_step
+best = int(np.argmin(history["eval"]["loss"]))
+assert history["eval"]["step"][best] == early.best_step
+assert test_accuracy > 0.55, test_accuracy
