@@ -125,6 +125,9 @@ def test_dtype_and_sharding(tmp_path):
     seen = []
     nf.models.from_pretrained(HF / "gpt2", sharding=lambda p, s: seen.append(p) or sharding)
     assert "blocks/layer/attention/query/kernel" in seen
+    tree = jax.tree.map(lambda _: sharding, params)
+    _, again, _ = nf.models.from_pretrained(HF / "gpt2", sharding=tree)
+    assert all(leaf.sharding == sharding for leaf in jax.tree.leaves(again))
 
 
 def test_bfloat16_checkpoint_is_read_as_stored(tmp_path):

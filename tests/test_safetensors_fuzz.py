@@ -12,6 +12,7 @@ small multiple of the file's size (tracemalloc sees NumPy's buffers).
 from __future__ import annotations
 
 import json
+import os
 import struct
 import tracemalloc
 
@@ -23,8 +24,12 @@ from hypothesis import strategies as st
 from nnfun.checkpoint import CheckpointError, read_safetensors, write_safetensors
 from nnfun.checkpoint._format import DTYPES
 
+# Derandomized: make test sees the same examples every run (no flaky CI); to explore
+# further, run with HYPOTHESIS_FUZZ=1 (random seeds, ten times the examples).
 FUZZ = settings(
-    max_examples=150,
+    max_examples=1000 if os.environ.get("HYPOTHESIS_FUZZ") else 100,
+    derandomize=not os.environ.get("HYPOTHESIS_FUZZ"),
+    database=None,
     deadline=2000,  # ms per example: a hang or a quadratic blow-up fails
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

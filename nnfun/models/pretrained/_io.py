@@ -250,7 +250,9 @@ def _load(
                     buffers[target][rule.layer] = part
                 plan.pending[target] -= 1
                 if plan.pending[target] == 0:  # complete: to the device, free the host copy
-                    done[target] = place(target, buffers.pop(target))
+                    # Waiting for the copy keeps one parameter in flight: device_put is
+                    # asynchronous, and unfinished copies hold their host buffers alive.
+                    done[target] = place(target, buffers.pop(target)).block_until_ready()
     return done
 
 
