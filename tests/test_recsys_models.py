@@ -1,6 +1,7 @@
 """Recommendation models against NumPy, and a short run of the MovieLens example."""
 
 import importlib.metadata
+import re
 
 import jax
 import jax.numpy as jnp
@@ -80,12 +81,18 @@ def test_movielens_features_fit_the_towers(key):
 
 @needs_data
 @pytest.mark.slow
-def test_movielens_example_short_run():
+def test_movielens_example_short_run(capsys):
     from nnfun.examples import movielens
 
-    args = movielens.parse_args(["--mf-epochs", "2", "--dcn-epochs", "1", "--tower-epochs", "2"])
-    result = movielens.run(args)
-    assert result["rmse"] < 1.0  # predicting the mean gives about 1.13
-    assert result["recall@10"] > 0.02 and result["popularity recall@10"] == pytest.approx(
-        0.05, abs=0.01
+    movielens.main(["--mf-epochs", "2", "--dcn-epochs", "1", "--tower-epochs", "2"])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    number = r"(\d\.\d{3})"
+    found = re.fullmatch(
+        rf"movielens: test RMSE {number}, recall@10 {number}, NDCG@10 {number} "
+        rf"\(popularity baseline recall@10 {number}, NDCG@10 {number}; .*\)",
+        last,
     )
+    assert found, last
+    rmse, recall, _, popular, _ = (float(v) for v in found.groups())
+    assert rmse < 1.0  # predicting the training mean gives about 1.13
+    assert recall > 0.02 and popular == pytest.approx(0.05, abs=0.01)

@@ -173,7 +173,8 @@ def two_tower_scores(
     )
     user, item = data.train["user"], data.train["item"]
     counts = popularity_scores(item, 1682)
-    log_q = np.log(counts / counts.sum()).astype(np.float32)
+    # Items never rated in training are never candidates: any finite log-Q will do.
+    log_q = np.log(np.maximum(counts, 1) / counts.sum()).astype(np.float32)
     train = {
         "x": {"user": rm.take_rows(users, user), "item": rm.take_rows(items, item)},
         "y": {"item": item, "log_q": log_q[item]},

@@ -50,7 +50,7 @@ print(nf.count_params(params), "parameters")
 
 # %%
 counts = popularity_scores(data.train["item"], 1682)
-log_q = np.log(counts / counts.sum()).astype(np.float32)
+log_q = np.log(np.maximum(counts, 1) / counts.sum()).astype(np.float32)  # unrated items: never candidates
 user, item = data.train["user"], data.train["item"]
 train = {
     "x": {"user": rm.take_rows(users, user), "item": rm.take_rows(items, item)},
