@@ -14,6 +14,7 @@ to DIR as .npz (arrays, compared bitwise) and .json (error messages).
 
 import json
 import os
+import signal
 import sys
 import time
 
@@ -132,6 +133,10 @@ def main_kill():
     print("saved 1", flush=True)
     mgr.save(2, big_tree(2))
     print("saving 2", flush=True)  # the save returned: the shards are written in the background
+    if jax.process_index() == 1:
+        # Frozen mid-save (every thread), so that the test's SIGKILL surely lands before the
+        # commit, however long a loaded machine takes to deliver it.
+        os.kill(os.getpid(), signal.SIGSTOP)
     time.sleep(600)
 
 

@@ -232,7 +232,7 @@ def test_sigkill_of_one_process_mid_save_leaves_the_previous_checkpoint(tmp_path
     second = _start(tmp_path, "kill", port, 1, stdout=subprocess.PIPE)
     final = tmp_path / "ckpt_000000002.orbax"
     try:
-        _wait_for_line(second[0].stdout, "saving 2")
+        _wait_for_line(second[0].stdout, "saving 2")  # then it stops itself (SIGSTOP)
         os.kill(second[0].pid, signal.SIGKILL)
         second[0].wait(timeout=30)
         time.sleep(2)  # the survivor may not commit step 2 on its own
