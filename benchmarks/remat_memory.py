@@ -19,6 +19,15 @@ Memory is the temp (scratch) size XLA reports for the compiled gradient,
 params and gradients are arguments and outputs and are the same for all. Times
 are medians over interleaved rounds (every contender once per round).
 
+A second table gives the GPT training step (``nf.train_step``, Adam, the
+TrainState donated) from XLA's compiled memory analysis: scratch (temp) and
+peak (arguments + outputs - donated aliases + scratch) bytes, for the GPT with
+its Stack unrolled (the default up to 12 blocks), as a loop, with
+``remat=True`` (``Stack(remat=True)``), wrapped whole in ``nf.Remat``, and the
+naive hand-written JAX step of ``benchmarks/gpt_step.py``. On a GPU or TPU it
+takes the GPT of issue 21's utilisation target (d_model 1024, 12 blocks,
+sequence 1024, batch 8).
+
 Finding (XLA:CPU, jax 0.10.2): rematerialisation cuts memory only inside
 ``lax.scan``. In unrolled code XLA:CPU drops the optimisation barriers and
 schedules the recomputation early, so the raw and the nnfun unrolled rows are
@@ -38,6 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import nnfun as nf
+from nnfun.models.gpt import GPT
 
 BATCH, WIDTH = 256, 128
 
@@ -148,6 +158,67 @@ def table(depth, memory, times):
     return "\n".join(lines)
 
 
+GPT_SIZES = {
+    "quick": dict(d_model=32, heads=2, layers=2, seq=32, batch=4, vocab=16),
+    "cpu": dict(d_model=128, heads=4, layers=8, seq=128, batch=16, vocab=96),
+    "accelerator": dict(d_model=1024, heads=16, layers=12, seq=1024, batch=8, vocab=32768),
+}
+
+
+def gpt_models(c):
+    def gpt(**settings):
+        return GPT(c["vocab"], c["d_model"], c["heads"], c["layers"], c["seq"], **settings)
+
+    return {
+        "nnfun GPT (Stack unrolled)": gpt(unroll=True),
+        "nnfun GPT(unroll=1) (Stack as a loop)": gpt(unroll=1),
+        "nnfun GPT(remat=True) (Stack(remat=True), a loop)": gpt(remat=True),
+        "nf.Remat(GPT) (the whole model)": nf.Remat(gpt(unroll=True)),
+    }
+
+
+def gpt_memory(c):
+    """{contender: CompiledMemoryStats} of one GPT training step."""
+    import optax
+    from gpt_step import raw_init, raw_step_fn
+
+    opt = optax.adam(1e-3)
+    ids = jnp.zeros((c["batch"], c["seq"]), jnp.int32)
+    batch = {"x": ids, "y": ids}
+    stats = {}
+    for name, model in gpt_models(c).items():
+        ts = nf.TrainState.create(model, opt, jax.random.key(0), ids)
+        step = jax.jit(nf.train_step(model, nf.softmax_cross_entropy, opt), donate_argnums=0)
+        stats[name] = step.lower(ts, batch).compile().memory_analysis()
+    params = raw_init(jax.random.key(0), c)
+    raw = raw_step_fn(c, opt).lower(params, opt.init(params), batch).compile()
+    stats["raw JAX (naive, unrolled, no remat)"] = raw.memory_analysis()
+    return stats
+
+
+def gpt_table(c, stats):
+    def peak(m):
+        return (
+            m.argument_size_in_bytes
+            + m.output_size_in_bytes
+            - m.alias_size_in_bytes
+            + (m.temp_size_in_bytes)
+        )
+
+    base = stats["nnfun GPT (Stack unrolled)"]
+    lines = [
+        f"\n### GPT training step on {jax.devices()[0].device_kind}: {c}\n",
+        "| contender | scratch (MiB) | peak (MiB) | peak vs unrolled |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, m in stats.items():
+        lines.append(
+            f"| {name} | {m.temp_size_in_bytes / 2**20:.1f} | {peak(m) / 2**20:.1f} "
+            f"| {peak(m) / peak(base):.2f}x |"
+        )
+    return "\n".join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one small depth, few repeats")
@@ -156,6 +227,9 @@ def main():
     print(f"jax {jax.__version__}, backend {jax.default_backend()}, {jax.device_count()} device(s)")
     for depth in depths:
         print(table(depth, *measure(depth, rounds, inner)))
+    accelerator = jax.default_backend() != "cpu"
+    c = GPT_SIZES["quick" if args.quick else "accelerator" if accelerator else "cpu"]
+    print(gpt_table(c, gpt_memory(c)))
 
 
 if __name__ == "__main__":
