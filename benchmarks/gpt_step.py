@@ -41,6 +41,7 @@ environment says.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import resource
 import subprocess
@@ -192,6 +193,22 @@ def make_nnfun(c, batch, stacked=True, unroll=None, steps_per_call=1, bf16=False
     return run, counts
 
 
+def make_fit(c, batch, steps_per_call):
+    """``nf.fit`` end to end (NaN guard, host reads, one call late) on the same batch
+    repeated: ``steps_per_call="auto"`` (the default since issue 20) or 1 (before)."""
+    model, opt = nnfun_model(c), optax.adam(1e-3)
+    ts = [TrainState.create(model, opt, jax.random.key(0), batch["x"])]
+    host = jax.device_get(batch)
+
+    def run(n):
+        ts[0], _ = nf.fit(model, softmax_cross_entropy, opt, itertools.repeat(host),
+                          steps=int(ts[0].step) + n, train_state=ts[0],
+                          steps_per_call=steps_per_call, progress=False)  # fmt: skip
+        jax.block_until_ready(ts[0])
+
+    return run
+
+
 def torch_gpt(torch, c):
     """The same GPT as an idiomatic PyTorch module (torch is imported only if present)."""
     nn, functional = torch.nn, torch.nn.functional
@@ -275,6 +292,15 @@ def contenders(c, batch, steps, bf16):
         )
         runs[f"nnfun GPT, {steps} steps per call (scan_steps)"] = (
             make_nnfun(c, batch, steps_per_call=steps)[0],
+            "XLA, nnfun's products",
+        )
+    if c == CONFIGS["small"]:  # fit's default against its old default, end to end
+        runs['nf.fit, steps_per_call="auto" (default)'] = (
+            make_fit(c, batch, "auto"),
+            "XLA, nnfun's products",
+        )
+        runs["nf.fit, steps_per_call=1 (old default)"] = (
+            make_fit(c, batch, 1),
             "XLA, nnfun's products",
         )
     if bf16:
