@@ -13,6 +13,7 @@ Orbax is imported only here, and only when needed (the ``[scale]`` extra).
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
@@ -56,7 +57,8 @@ def spans_processes(tree: Any) -> bool:
 def import_orbax(why: str) -> Any:
     """``orbax.checkpoint``, or an ImportError naming the extra that installs it."""
     try:
-        import orbax.checkpoint as ocp
+        # By name, like every optional dependency (test_package: static imports are core ones).
+        ocp = importlib.import_module("orbax.checkpoint")
     except ImportError:
         raise ImportError(
             f"{why} needs Orbax (the orbax-checkpoint package), which is not installed. "
