@@ -34,17 +34,47 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 
-sizes = st.one_of(st.integers(0, 64), st.integers(0, 2**70), st.integers(-5, -1))
-dtypes = st.one_of(
-    st.sampled_from(sorted(DTYPES)), st.sampled_from(["F31", "", "f32"]), st.integers()
+sizes = st.one_of(
+    st.integers(0, 64),
+    st.integers(0, 2**70),
+    st.sampled_from([2**31, 2**63, 2**64]),
+    st.integers(-5, -1),
 )
-entries = st.fixed_dictionaries(
+dtypes = st.one_of(
+    st.sampled_from(sorted(DTYPES)),
+    st.sampled_from(["F31", "", "f32"]),
+    st.integers(),
+    st.lists(st.sampled_from(sorted(DTYPES)), max_size=2),  # unhashable
+    st.none(),
+)
+random_entries = st.fixed_dictionaries(
     {
         "dtype": dtypes,
         "shape": st.lists(sizes, max_size=4),
-        "data_offsets": st.lists(sizes, min_size=0, max_size=3),
+        "data_offsets": st.one_of(st.just([0, 0]), st.lists(sizes, max_size=3)),
     }
 )
+# Entries a reader would accept on their own (bytes at the start), so that what
+# goes wrong is their combination: duplicates, overlaps, huge empty shapes.
+plausible_entries = st.builds(
+    lambda n, extra: {"dtype": "U8", "shape": [n, *extra], "data_offsets": [0, n]},
+    st.integers(0, 3),
+    st.lists(st.sampled_from([1, 2**63, 2**64]), max_size=1),
+)
+entries = st.one_of(plausible_entries, random_entries)
+# Few names, so that duplicates are common; JSON written by hand so they survive.
+names = st.sampled_from(["a", "b", "__metadata__", "\\u00e9", "\\ud800"])
+HUGE = "9" * 5000  # an integer literal longer than Python's 4300-digit conversion limit
+
+
+@st.composite
+def raw_headers(draw) -> tuple[bytes, int]:
+    """A header's bytes and how many entries it has."""
+    pairs = draw(st.lists(st.tuples(names, entries), max_size=4))
+    text = "{" + ",".join(f'"{n}":{json.dumps(e)}' for n, e in pairs) + "}"
+    if draw(st.booleans()) and "0" in text:
+        text = text.replace("0", HUGE, 1)
+    return text.encode(), len(pairs)
 
 
 def _file(tmp_path, header: bytes, data: bytes, declared: int | None = None):
@@ -54,26 +84,27 @@ def _file(tmp_path, header: bytes, data: bytes, declared: int | None = None):
     return path
 
 
-def _read_within_bounds(path) -> None:
+def _read_within_bounds(path) -> dict[str, np.ndarray] | None:
     size = path.stat().st_size
     tracemalloc.start()
     try:
         tensors, _ = read_safetensors(path)
     except CheckpointError:
-        return
+        return None
     finally:
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         assert peak <= 64 * size + 200_000, (peak, size)
     assert sum(a.nbytes for a in tensors.values()) <= size
+    return tensors
 
 
 @FUZZ
-@given(
-    header=st.dictionaries(st.text(max_size=8), entries, max_size=4), data=st.binary(max_size=64)
-)
+@given(header=raw_headers(), data=st.one_of(st.binary(max_size=3), st.binary(max_size=64)))
 def test_random_headers(tmp_path, header, data):
-    _read_within_bounds(_file(tmp_path, json.dumps(header).encode(), data))
+    raw, entries = header
+    tensors = _read_within_bounds(_file(tmp_path, raw, data))
+    assert tensors is None or len(tensors) == entries  # no entry silently dropped
 
 
 @FUZZ
