@@ -11,6 +11,7 @@ import pytest
 
 import nnfun as nf
 from nnfun.models.gpt import GPT
+from nnfun.testing import check_layer
 
 
 def mlp():
@@ -153,6 +154,12 @@ def test_bfloat16_kernels_keep_their_dtype_and_float32_adapters(key):
     assert merged["out"]["kernel"].dtype == jnp.bfloat16
     reference = numpy_merged(new, scale=adapted.scale)["out"]["kernel"]  # float32
     np.testing.assert_allclose(np.float32(merged["out"]["kernel"]), reference, rtol=1e-2, atol=1e-2)
+
+
+def test_lora_passes_check_layer(key):
+    # jit vs eager, vmap, float64 gradients against finite differences, bfloat16, round trip
+    model = nf.LoRA(nf.Sequential([nf.Dense(4), jax.nn.tanh, nf.Dense(3)]), ("0", "2"), rank=2)
+    check_layer(model, jax.random.normal(key, (3, 5)))
 
 
 def test_labels_mark_only_the_adapters(key):

@@ -220,7 +220,8 @@ class LoRA(Layer):
     def merged(self, params: Params) -> Params:
         """The wrapped layer's params: each target's kernel plus its low-rank update.
 
-        The update is computed in float32 and cast to the kernel's dtype.
+        The sum is computed in float32 (or the kernel's dtype, if wider) and cast
+        to the kernel's dtype.
         """
         self._check_no_strays(params)
         for path in self.targets:
@@ -228,7 +229,8 @@ class LoRA(Layer):
             kernel = node["kernel"]
             update = self.scale * jnp.matmul(node["lora_a"], node["lora_b"])
             plain = {k: v for k, v in node.items() if k not in ADAPTER_KEYS}
-            plain["kernel"] = (kernel.astype(jnp.float32) + update).astype(kernel.dtype)
+            wide = jnp.promote_types(kernel.dtype, jnp.float32)
+            plain["kernel"] = (kernel.astype(wide) + update.astype(wide)).astype(kernel.dtype)
             params = _replace(params, path.split("/"), plain)
         return params
 
