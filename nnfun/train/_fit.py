@@ -123,7 +123,7 @@ def fit(
     loggers: Sequence[Logger] = (),
     callbacks: Sequence[Callback] = (),
     schedule: Callable[[int], Any] | None = None,
-    prefetch: int = 2,
+    prefetch: int | None = None,
 ) -> tuple[TrainState, dict[str, dict[str, np.ndarray]]]:
     """Trains ``model`` for ``steps`` optimizer steps and returns ``(train_state, history)``.
 
@@ -229,7 +229,9 @@ def fit(
             the loggers.
         prefetch: batches a background thread reads ahead of the training loop,
             so a slow source (files, a generator) overlaps the compute; 0 reads
-            them in the loop.
+            them in the loop. Default: 0 for a dict of in-memory arrays (gathering
+            takes microseconds, and the thread's hand-offs would cost more), 2 for
+            everything else (memmaps, sources, iterables, grain).
 
     Returns:
         ``(train_state, history)``: ``history["train"]`` maps ``"step"`` and each
@@ -261,6 +263,8 @@ def fit(
     _check_positive("eval_every", eval_every, allow_none=True)
     _check_positive("checkpoint_every", checkpoint_every, allow_none=True)
     _check_positive("eval_batch_size", eval_batch_size)
+    if prefetch is None:
+        prefetch = 0 if _in_memory(train_data) else 2
     _check_prefetch(prefetch)
     _check_seed(seed)
     check_optimizer("fit", optimizer)
@@ -324,6 +328,16 @@ def fit(
         if replacement is not None:
             train_state = replacement
     return train_state, history
+
+
+def _in_memory(train_data: Any) -> bool:
+    """Whether ``train_data`` is a dict whose leaves are all arrays in memory (no memmap)."""
+    if not isinstance(train_data, Mapping):
+        return False
+    leaves = jax.tree.leaves(train_data)
+    return all(
+        isinstance(a, np.ndarray | jax.Array) and not isinstance(a, np.memmap) for a in leaves
+    )
 
 
 def _check_prefetch(prefetch: Any) -> None:
