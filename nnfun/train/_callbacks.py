@@ -26,9 +26,12 @@ class Callback:
     calls ``on_end``. ``on_end`` may return a ``TrainState`` for ``fit`` to
     return instead (as :class:`EarlyStopping` does to restore the best one).
 
-    A callback that raises stops the run; the error carries a note naming the
-    callback, the hook and the step. Checkpoints are saved after the hooks of
-    their step, so the latest checkpoint on disk is from before the failure.
+    With several processes, every process must make the same decision to stop
+    (a callback on evaluation metrics does: they are global), or the processes
+    run different programs. A callback that raises stops the run; the error
+    carries a note naming the callback, the hook and the step. Checkpoints are
+    saved after the hooks of their step, so the latest checkpoint on disk is
+    from before the failure.
 
     Attributes:
         every: ``None`` (the default) to be called after every compiled call,

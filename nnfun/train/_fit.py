@@ -154,7 +154,9 @@ def fit(
     bits (the dense and convolutional nets in the tests), the result is bitwise
     that of K=1; where XLA compiles the scanned step differently (a GRU: about
     1e-6 apart), K depends on the timing, so pass an int for a run that must be
-    reproducible to the bit.
+    reproducible to the bit. With several processes, ``"auto"`` runs one step
+    per call (each process would time its own steps, and all must run the same
+    programs); pass an int there to fuse.
 
     ``fit`` reads a call's metrics only after queueing the next call, so its host
     work (gathering batches, the progress bar) overlaps the device's compute.

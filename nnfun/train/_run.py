@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import jax
 import numpy as np
 
 from ._callbacks import Callback
@@ -35,12 +36,14 @@ class Planner:
     between boundaries, provided the run has enough steps left to pay for
     compiling the fused call (estimated by the first call, which compiled the
     single step); remainders before a boundary run as single steps, so only K and
-    1 are ever compiled.
+    1 are ever compiled. With several processes ``"auto"`` stays at K=1: each
+    process would time its own steps, and all must run the same programs.
     """
 
     def __init__(self, steps_per_call: int | str, steps: int, bounds: Sequence[int] = ()):
-        self.auto = steps_per_call == "auto"
-        self.k = 1 if self.auto else int(steps_per_call)
+        # Processes choosing different K would run different collectives and hang.
+        self.auto = steps_per_call == "auto" and jax.process_count() == 1
+        self.k = 1 if steps_per_call == "auto" else int(steps_per_call)
         self.steps = steps
         self.bounds = list(bounds)
         self.times: list[float] = []
@@ -243,6 +246,4 @@ def _column(values: dict[str, float]) -> dict[str, np.ndarray]:
 
 
 def _first_leaf(tree: Any) -> Any:
-    import jax
-
     return jax.tree.leaves(tree)[0]
