@@ -70,6 +70,7 @@ def test_gpt_equals_the_base_model_at_init_and_on_numpy_merged_kernels(key):
     merged_model, merged = adapted.merge(new)
     assert merged_model == model
     chex.assert_trees_all_close(merged, reference, rtol=1e-6, atol=1e-6)
+    chex.assert_trees_all_equal_shapes(adapted.init_cache(new, 2), model.init_cache(params, 2))
 
 
 def test_stack_gives_each_copy_its_own_adapter_and_exact_gradients(key):
@@ -230,3 +231,5 @@ def test_params_that_do_not_fit_the_adapters_raise(key):
         nf.LoRA(model, ("out",), rank=2).apply(new, state, x)
     with pytest.raises(nf.LayerError, match=r"targets \['act'\] are not dense layers"):
         nf.LoRA(model, ("act",)).init(key, x)
+    with pytest.raises(nf.LayerError, match="Sequential has no init_cache"):
+        adapted.init_cache(new, 1)
