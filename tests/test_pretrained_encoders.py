@@ -205,12 +205,24 @@ def test_bad_checkpoints_are_named(tmp_path):
 
 
 def test_bert_pretraining_checkpoint_loads_its_encoder(tmp_path):
-    """bert-base-uncased and the like: ``bert.`` names plus ``cls.`` heads, skipped."""
+    """As bert-base-uncased: ``bert.`` names, LayerNorm ``gamma``/``beta``, ``cls.`` heads."""
     tensors, _ = read_safetensors(FIXTURES / "bert" / "model.safetensors")
+    legacy = {"LayerNorm.weight": "LayerNorm.gamma", "LayerNorm.bias": "LayerNorm.beta"}
+    renamed = {}
+    for name, a in tensors.items():
+        for new, old in legacy.items():
+            name = name.replace(new, old)
+        renamed[f"bert.{name}"] = a
+    assert sum(".gamma" in n for n in renamed) == 5
     heads = {"cls.predictions.bias": np.zeros(64, np.float32)}
     heads["cls.seq_relationship.weight"] = np.zeros((2, 32), np.float32)
-    pretraining = {**{f"bert.{k}": v for k, v in tensors.items()}, **heads}
-    model, params, _ = from_pretrained(copy_with(tmp_path, "bert", pretraining))
+    model, params, _ = from_pretrained(copy_with(tmp_path, "bert", {**renamed, **heads}))
     want = load("bert")
     assert model == want[0]
     jax.tree.map(np.testing.assert_array_equal, params, want[1])
+    both = {
+        **renamed,
+        "bert.embeddings.LayerNorm.weight": renamed["bert.embeddings.LayerNorm.gamma"],
+    }
+    with pytest.raises(ValueError, match="appears twice"):
+        from_pretrained(copy_with(tmp_path / "both", "bert", both))

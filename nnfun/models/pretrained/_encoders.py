@@ -11,7 +11,9 @@ width, in, out)``), and ViT's class token ``(1, 1, d)`` and position table
 ``BertForPreTraining`` / ``BertForMaskedLM`` checkpoints (``bert-base-uncased``
 and most others on the Hub) carry the pretraining heads under ``cls.``:
 :class:`Bert` is the encoder, so those tensors are optional and skipped, as
-``transformers.BertModel.from_pretrained`` skips them.
+``transformers.BertModel.from_pretrained`` skips them. Checkpoints converted
+from TensorFlow (``bert-base-uncased`` again) name the LayerNorm parameters
+``gamma``/``beta``; the family renames them.
 """
 
 from __future__ import annotations
@@ -272,5 +274,25 @@ def _ids_example(model: Layer) -> jax.ShapeDtypeStruct:
     return jax.ShapeDtypeStruct((1, 1), jnp.int32)
 
 
-register(Family("bert", _bert, _ids_example, _bert_tensors, _bert_config, _accepts_bert, "bert."))
+def _bert_rename(name: str) -> str:
+    """``LayerNorm.gamma``/``beta`` (checkpoints converted from TensorFlow, such as
+    ``bert-base-uncased``) -> ``LayerNorm.weight``/``bias``."""
+    stem, _, leaf = name.rpartition(".")
+    if stem.endswith("LayerNorm") and leaf in ("gamma", "beta"):
+        return f"{stem}.{'weight' if leaf == 'gamma' else 'bias'}"
+    return name
+
+
+register(
+    Family(
+        "bert",
+        _bert,
+        _ids_example,
+        _bert_tensors,
+        _bert_config,
+        _accepts_bert,
+        "bert.",
+        _bert_rename,
+    )
+)
 register(Family("vit", _vit, _vit_example, _vit_tensors, _vit_config, _accepts_vit, "vit."))

@@ -92,7 +92,7 @@ class _Plan:
 
     def __init__(self, family: Family, model: Layer, shapes: Params, where: str) -> None:
         self.rules = {t.name: t for t in family.tensors(model)}
-        self.prefix, self.where = family.prefix, where
+        self.prefix, self.where, self.rename = family.prefix, where, family.rename
         self.shapes = flatten_params(shapes)
         self.pending = {p: 0 for p in self.shapes}
         for rule in self.rules.values():
@@ -100,6 +100,7 @@ class _Plan:
                 self.pending[target] += 1
 
     def rule(self, name: str) -> Tensor | None:
+        name = self.rename(name)
         return self.rules.get(name) or self.rules.get(self.prefix + name)
 
     def check_names(self, names: list[str]) -> None:
@@ -114,7 +115,7 @@ class _Plan:
         if len(found) != len(names):
             raise CheckpointError(
                 f"{self.where}: a tensor appears twice (with and without "
-                f"the prefix {self.prefix!r})"
+                f"the prefix {self.prefix!r}, or under an old and a new name)"
             )
         missing = [r.name for r in self.rules.values() if r.required and r.name not in found]
         if missing:

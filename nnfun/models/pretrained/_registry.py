@@ -161,6 +161,9 @@ class Family:
         accepts: model -> whether ``save_pretrained`` should write it as this family.
         prefix: the base-model prefix (``"transformer."``, ``"model."``): a
             checkpoint saved from the bare model lacks it, and is read as well.
+        rename: a checkpoint tensor name -> the name ``tensors`` lists, for
+            older spellings of the same tensor (BERT's ``LayerNorm.gamma`` and
+            ``beta``, from TensorFlow); the identity by default.
     """
 
     model_type: str
@@ -170,6 +173,7 @@ class Family:
     to_config: Callable[[Layer], dict[str, Any]]
     accepts: Callable[[Layer], bool]
     prefix: str = ""
+    rename: Callable[[str], str] = lambda name: name
 
 
 FAMILIES: dict[str, Family] = {}
