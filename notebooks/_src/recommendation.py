@@ -50,7 +50,8 @@ print(nf.count_params(params), "parameters")
 
 # %%
 counts = popularity_scores(data.train["item"], 1682)
-log_q = np.log(np.maximum(counts, 1) / counts.sum()).astype(np.float32)  # unrated items: never candidates
+# Movies never rated in training are never candidates: any finite log-Q will do.
+log_q = np.log(np.maximum(counts, 1) / counts.sum()).astype(np.float32)
 user, item = data.train["user"], data.train["item"]
 train = {
     "x": {"user": rm.take_rows(users, user), "item": rm.take_rows(items, item)},
@@ -60,7 +61,11 @@ train = {
 
 def loss(outputs, targets):
     return sampled_softmax_loss(
-        outputs["user"], outputs["item"], log_q=targets["log_q"], candidate_ids=targets["item"], temperature=0.1
+        outputs["user"],
+        outputs["item"],
+        log_q=targets["log_q"],
+        candidate_ids=targets["item"],
+        temperature=0.1,
     )
 
 
@@ -68,10 +73,12 @@ per_epoch = len(item) // 1024
 steps = 10 * per_epoch
 optimizer = optax.adam(optax.cosine_decay_schedule(0.01, steps))
 train_state, history = nf.fit(
-    model, loss, optimizer, train, steps=steps, batch_size=1024, seed=0, steps_per_call=per_epoch, progress=False
+    model, loss, optimizer, train, steps=steps, batch_size=1024, seed=0,
+    steps_per_call=per_epoch, progress=False,
 )
 params, state = train_state.params, train_state.state
-print(f"loss {history['train']['loss'][0]:.2f} at the first step, {history['train']['loss'][-1]:.2f} at the last")
+losses = history["train"]["loss"]
+print(f"loss {losses[0]:.2f} at the first step, {losses[-1]:.2f} at the last")
 user_vectors, _ = model.user_tower.apply(params["user"], state["user"], users)
 item_vectors, _ = model.item_tower.apply(params["item"], state["item"], items)
 scores = user_vectors @ item_vectors.T
