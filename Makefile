@@ -54,6 +54,7 @@ bench: $(VENV)/.dev-installed
 	$(PY) benchmarks/recsys_step.py
 	$(PY) benchmarks/gnn_step.py
 	$(PY) benchmarks/seq2seq_step.py
+	$(PY) benchmarks/speech_step.py
 	$(PY) benchmarks/pretrained_load.py
 	$(PY) benchmarks/compile_time.py --only stack,sequential
 	$(PY) benchmarks/checkpoint_save.py
