@@ -56,6 +56,7 @@ bench: $(VENV)/.dev-installed
 	$(PY) benchmarks/seq2seq_step.py
 	$(PY) benchmarks/speech_step.py
 	$(PY) benchmarks/pretrained_load.py
+	$(PY) benchmarks/lora_step.py
 	$(PY) benchmarks/compile_time.py --only stack,sequential
 	$(PY) benchmarks/checkpoint_save.py
 
