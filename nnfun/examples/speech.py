@@ -97,7 +97,8 @@ def buckets(
     return [np.flatnonzero(which == b) for b in range(len(widths))]
 
 
-def _as_batch(utterances: nd.Utterances, index: np.ndarray, width: int) -> dict[str, Any]:
+def as_batch(utterances: nd.Utterances, index: np.ndarray, width: int) -> dict[str, Any]:
+    """A batch of ``index`` for ``train_step``: audio padded to ``width`` samples, labels."""
     b = utterances.batch(index, pad_to=width)
     return {
         "x": {"inputs": b["audio"], "lengths": b["lengths"]},
@@ -120,7 +121,7 @@ def training_batches(
     while True:
         width, group = groups[rng.choice(len(groups), p=sizes / sizes.sum())]
         index = rng.choice(group, size=batch_size, replace=len(group) < batch_size)
-        yield _as_batch(utterances, index, width)
+        yield as_batch(utterances, index, width)
 
 
 def transcribe(
@@ -134,7 +135,7 @@ def transcribe(
     for width, group in zip(widths, buckets(utterances, widths), strict=True):
         for start in range(0, len(group), 64):
             index = group[start : start + 64]
-            y = predict(_as_batch(utterances, index, width)["x"])
+            y = predict(as_batch(utterances, index, width)["x"])
             logits, lengths = np.asarray(y["logits"]), np.asarray(y["lengths"])
             if beam:
                 ids = ctc_beam_search(logits, lengths, beam_width=beam)

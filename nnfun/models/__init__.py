@@ -8,9 +8,12 @@ jit-compiled sampling with a KV cache (``generate``).
 ``nnfun.models.vit``: a Vision Transformer (``ViT``: patches, class token, head).
 ``nnfun.models.pretrained``: Hugging Face directories in and out
 (``from_pretrained``, ``save_pretrained``) and the registry of model families.
+``nnfun.models.speech``: a CTC acoustic model (``CTCModel``) and a keyword classifier
+on a log-mel front end, with their recipes.
 """
 
 from . import mnist1d as mnist1d
+from . import speech as speech
 from .bert import Bert as Bert
 from .gpt import GPT as GPT
 from .gpt import generate as generate

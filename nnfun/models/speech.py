@@ -318,7 +318,7 @@ def ctc_recipe() -> SpeechRecipe:
         >>> ctc_recipe().model.classes
         17
     """
-    return SpeechRecipe("ctc", CTCModel(), ctc(per_label=True), 2500, 32, 2e-3)
+    return SpeechRecipe("ctc", CTCModel(), ctc(per_label=True), 1000, 32, 2e-3)
 
 
 def keyword_recipe() -> SpeechRecipe:

@@ -74,7 +74,7 @@ plt.plot(losses); plt.xlabel("step"); plt.ylabel("CTC loss per label");
 
 # %%
 predict = jax.jit(lambda x: model.apply(ts.params, ts.state, x)[0])
-one = example._as_batch(test, np.array([0]), widths[0])["x"]
+one = example.as_batch(test, np.array([0]), widths[0])["x"]
 out = predict(one)
 n = int(out["lengths"][0])
 posteriors = np.asarray(jax.nn.softmax(out["logits"][0, :n], axis=-1))
