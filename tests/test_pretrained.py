@@ -130,11 +130,12 @@ def test_dtype_and_sharding(tmp_path):
     assert all(leaf.sharding == sharding for leaf in jax.tree.leaves(again))
 
 
-def test_bfloat16_checkpoint_is_read_as_stored(tmp_path):
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_half_precision_checkpoint_is_read_as_stored(tmp_path, dtype):
     shutil.copytree(HF / "qwen2", tmp_path / "m")
     file = tmp_path / "m" / "model.safetensors"
     tensors, metadata = read_safetensors(file)
-    half = {k: v.astype(jnp.bfloat16) for k, v in tensors.items()}
+    half = {k: v.astype(dtype) for k, v in tensors.items()}
     write_safetensors(file, half, metadata)
     _, params, _ = nf.models.from_pretrained(tmp_path / "m")
     got = np.asarray(params["blocks"]["layer"]["attention"]["query"]["bias"][1])

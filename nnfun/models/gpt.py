@@ -99,6 +99,10 @@ class GPT(Layer):
         (2, 16, 64)
         >>> model.apply(params, state, jnp.zeros((3, 5), jnp.int32))[0].shape
         (3, 5, 11)
+        >>> from nnfun.models.gpt import LLAMA_SETTINGS
+        >>> llama = GPT(11, 16, num_heads=2, num_kv_heads=1, num_layers=1, **LLAMA_SETTINGS)
+        >>> sorted(llama.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))[0])
+        ['blocks', 'embedding', 'head', 'norm']
     """
 
     vocab_size: int
