@@ -102,7 +102,8 @@ def hook(callback: Callback, name: str, step: int, *args: Any) -> Any:
 
 @dataclasses.dataclass
 class Run:
-    """Everything the loop needs; :meth:`run` trains and returns ``(state, history rows)``."""
+    """Everything the loop needs; :meth:`run` trains and returns the final state, leaving
+    the per-call rows in ``history``."""
 
     model: Any
     loss_fn: Any
