@@ -284,6 +284,13 @@ def test_index_naming_a_missing_shard(tmp_path):
         nf.models.from_pretrained(directory)
 
 
+def test_corrupted_index(tmp_path):
+    directory = _copy(tmp_path)
+    (directory / "model.safetensors.index.json").write_text('{"weight_map": ')
+    with pytest.raises(CheckpointError, match="index.json: not a JSON object"):
+        nf.models.from_pretrained(directory)
+
+
 def test_save_pretrained_refuses_a_model_no_family_describes(tmp_path):
     model = nf.models.GPT(
         vocab_size=8, d_model=8, num_heads=2, num_layers=1, positions="sinusoidal"

@@ -55,8 +55,11 @@ def _weight_files(path: str | os.PathLike[str]) -> dict[str, list[str]]:
                 "weights are read; pytorch_model.bin is pickle and is refused)"
             )
         return {os.path.join(path, SINGLE): []}
-    with open(index, encoding="utf-8") as f:
-        weight_map = json.load(f).get("weight_map")
+    try:
+        with open(index, encoding="utf-8") as f:
+            weight_map = json.load(f).get("weight_map")
+    except (ValueError, AttributeError) as e:  # bad UTF-8 or JSON, not an object
+        raise CheckpointError(f"{index}: not a JSON object ({e})") from None
     if not isinstance(weight_map, dict):
         raise CheckpointError(f"{index}: no weight_map object")
     files: dict[str, list[str]] = {}
