@@ -65,11 +65,12 @@ def test_exported_models_run_without_nnfun_at_two_batch_sizes(tmp_path, key):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     outputs = np.load(tmp_path / "outputs.npz")
+    run_mlp, run_gpt = jax.jit(mlp.apply), jax.jit(gpt.apply)
     for n in (1, 5):
-        expected = mlp.apply(params, state, inputs[f"x{n}"])[0]
+        expected = run_mlp(params, state, inputs[f"x{n}"])[0]
         np.testing.assert_allclose(outputs[f"mlp{n}"], expected, rtol=1e-5, atol=1e-6)
         x_n = {"inputs": gpt_inputs[f"ids{n}"], "mask": gpt_inputs[f"mask{n}"]}
-        expected = gpt.apply(gpt_params, gpt_state, x_n)[0]
+        expected = run_gpt(gpt_params, gpt_state, x_n)[0]
         np.testing.assert_allclose(outputs[f"gpt{n}"], expected, rtol=1e-5, atol=1e-5)
     assert "batch,6" in str(outputs["mlp_avals"]).replace(" ", "")
     # the write was atomic: no temporary files are left next to the artifacts
