@@ -159,7 +159,7 @@ def torch_mf_step(params: Any, batch: dict[str, np.ndarray]) -> Callable[[], Any
         loss = ((predicted - rating) ** 2).mean()
         loss.backward()
         optimizer.step()
-        return float(loss)
+        return float(loss.detach())
 
     return step
 
@@ -298,7 +298,7 @@ def torch_two_tower_step(params, users, items, log_q, batch) -> Callable[[], Any
         loss = (-torch.diagonal(torch.log_softmax(logits, -1))).mean()
         loss.backward()
         optimizer.step()
-        return float(loss)
+        return float(loss.detach())
 
     return step
 
