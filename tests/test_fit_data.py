@@ -59,6 +59,17 @@ def test_an_iterable_needs_eval_every_and_no_batch_size():
         run((b for b in []), 8, batch_size=8)
 
 
+def test_an_error_in_the_source_reaches_fit_through_the_prefetch_thread():
+    def failing():
+        yield from itertools.islice(Batches(TRAIN, 8, seed=3).iterate(0), 3)
+        raise OSError("disk gone")
+
+    with pytest.raises(OSError, match="disk gone"):
+        run(failing(), 8, prefetch=2)
+    with pytest.raises(ValueError, match="prefetch must be an int >= 0"):
+        run(TRAIN, 8, batch_size=8, prefetch=-1)
+
+
 def test_a_shape_change_with_fused_steps_names_the_leaf():
     def ragged():
         for i, batch in enumerate(Batches(TRAIN, 8, seed=3).iterate(0)):
