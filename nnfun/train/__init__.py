@@ -1,4 +1,7 @@
-"""Training: a ``TrainState`` pytree, pure train/eval steps, losses, and ``fit``.
+"""Training: a ``TrainState`` pytree, pure train/eval steps, losses, and ``fit``
+with its metric writers (``CSVLogger``, ``JSONLinesLogger``, ``TensorBoardLogger``),
+callbacks (``Callback``, ``EarlyStopping``, ``LearningRateFinder``), and the
+batched ``evaluate`` and ``predict``.
 
 A batch is ``{"x": inputs, "y": targets}``, either any pytree of arrays. The
 ``loss_fn`` and every metric are ``fn(outputs, targets)`` returning per-example
