@@ -116,8 +116,8 @@ from .layers import SpecAugment as SpecAugment
 from .layers import Spectrogram as Spectrogram
 from .layers import TransformerBlock as TransformerBlock
 from .layers import UtteranceNorm as UtteranceNorm
-from .train import CSVLogger as CSVLogger
 from .train import Callback as Callback
+from .train import CSVLogger as CSVLogger
 from .train import EarlyStopping as EarlyStopping
 from .train import JSONLinesLogger as JSONLinesLogger
 from .train import LearningRateFinder as LearningRateFinder

@@ -8,9 +8,10 @@ normalisation (``BatchNorm``, ``LayerNorm``, ``RMSNorm``, ``GroupNorm``),
 cells (``SimpleRNN``, ``LSTM``, ``GRU``) with the scan-over-time wrapper ``RNN``
 and ``Bidirectional``, attention and transformer blocks, positional
 encodings, the audio front end (``Spectrogram``, ``MelSpectrogram``, ``MFCC``,
-``SpecAugment``, ``UtteranceNorm``), and graph layers on a padded ``nnfun.data.Graph`` batch (``GraphConv``,
-``GIN``, ``GAT``, ``MPNN``, ``OnNodes``, the readouts ``Readout`` and ``Set2Set``,
-and the segment reductions they use). Inputs are batched and channels-last; dense
+``SpecAugment``, ``UtteranceNorm``), and graph layers on a padded
+``nnfun.data.Graph`` batch (``GraphConv``, ``GIN``, ``GAT``, ``MPNN``,
+``OnNodes``, the readouts ``Readout`` and ``Set2Set``, and the segment
+reductions they use). Inputs are batched and channels-last; dense
 kernels are ``(in, out)``.
 """
 
