@@ -64,6 +64,8 @@ def test_csv_and_json_lines_hold_every_step_and_the_run_settings(tmp_path):
 
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["steps"] == 12 and config["batch_size"] == 16 and config["eval_every"] == 6
+    # The optimizer's injected hyperparameters as they stood at the start: step 0's rate.
+    assert config["optimizer_hyperparams"]["learning_rate"] == pytest.approx(linear_rate(0))
     assert "kernel" not in config and "Dense" in (tmp_path / "summary.txt").read_text()
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert lines[0]["part"] == "config" and lines[0]["config"]["steps"] == 12

@@ -16,7 +16,7 @@ from ..core._layer import Layer
 from ._callbacks import Callback
 from ._data import Feed, GrainBatches, as_batches, first_batch
 from ._labels import check_labels, classifies
-from ._loggers import Logger, config_of
+from ._loggers import Logger, config_of, find_hyperparams
 from ._loop import Checkpoints, Progress, eval_batches, placer
 from ._run import Planner, Run, hook
 from ._step import (
@@ -305,6 +305,10 @@ def fit(
             "checkpoint_every": checkpoint_every, "loss": _name(loss_fn),
             "metrics": {name: _name(fn) for name, fn in (metrics or {}).items()},
             "optimizer": _name(optimizer), "model": model,
+            "optimizer_hyperparams": {
+                name: np.asarray(value).tolist()
+                for name, value in find_hyperparams(train_state.opt_state).items()
+            },
         }  # fmt: skip
         for logger in loggers:  # before training: an unwritable directory fails here
             logger.open(config_of(settings), _summary_text(model, first["x"]))

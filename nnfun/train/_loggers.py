@@ -216,16 +216,22 @@ class TensorBoardLogger(Logger):
             self.writer = None
 
 
+def _has_hyperparams(node: Any) -> bool:
+    return isinstance(getattr(node, "hyperparams", None), Mapping)
+
+
+def find_hyperparams(opt_state: Any) -> dict[str, Any]:
+    """The hyperparameters of every ``optax.inject_hyperparams`` state in ``opt_state``."""
+    found: dict[str, Any] = {}
+    for node in jax.tree.leaves(opt_state, is_leaf=_has_hyperparams):
+        if _has_hyperparams(node):
+            found.update(node.hyperparams)
+    return found
+
+
 def find_learning_rate(opt_state: Any) -> Any:
     """The ``learning_rate`` hyperparameter in an ``optax.inject_hyperparams`` state, or None."""
-
-    def has_hyperparams(node: Any) -> bool:
-        return isinstance(getattr(node, "hyperparams", None), Mapping)
-
-    for node in jax.tree.leaves(opt_state, is_leaf=has_hyperparams):
-        if has_hyperparams(node) and "learning_rate" in node.hyperparams:
-            return node.hyperparams["learning_rate"]
-    return None
+    return find_hyperparams(opt_state).get("learning_rate")
 
 
 def config_of(settings: Mapping[str, Any]) -> dict[str, Any]:
