@@ -11,6 +11,7 @@ arrays of equal length, ``"step"`` first.
 from __future__ import annotations
 
 import csv
+import importlib
 import io
 import json
 import math
@@ -184,7 +185,8 @@ class TensorBoardLogger(Logger):
 
     def open(self, config: Mapping[str, Any], summary: str) -> None:
         try:
-            from tensorboardX import SummaryWriter
+            # By name, like every optional package: the core's imports are its dependencies.
+            SummaryWriter = importlib.import_module("tensorboardX").SummaryWriter
         except ImportError as error:
             raise ImportError(
                 "TensorBoardLogger needs tensorboardX. Fix: pip install 'nnfun[logging]' "
