@@ -7,8 +7,8 @@ HLO instruction of the step (the events of XLA's executor thread carry the
 instruction names). Each instruction is put in a category from what it computes
 (a fusion by the ops inside it): matrix products, softmax (``exp``/``log``:
 attention and the loss), norms (``sqrt``), GELU (``tanh``), copies (only data
-movement: slices, concatenations, transposes, copies), other element-wise and
-reductions; and in a phase from its ``op_name``: forward (``jvp``), backward
+movement: slices, concatenations, transposes, copies), masks (``select``),
+reductions, other element-wise; and in a phase from its ``op_name``: forward (``jvp``), backward
 (``transpose(jvp)``), and the rest (the optimizer update, the loss's bookkeeping).
 Beside it, the GEMM bound of ``benchmarks/_gemm.py``: the step's products, each
 timed alone. The categories are a reading of the compiled program, not exact
@@ -80,8 +80,12 @@ def categories(hlo: str) -> dict[str, tuple[str, str]]:
             kind = "GELU"
         elif ops <= MOVES:
             kind = "copies, slices, concatenations"
+        elif "select" in ops:
+            kind = "masks (where), ReLU-like selects"
+        elif "reduce" in ops:
+            kind = "reductions (bias gradients, norm statistics)"
         else:
-            kind = "other element-wise, reductions"
+            kind = "other element-wise (residual adds, scaling)"
         op_name = re.search(r'op_name="([^"]*)"', line)
         where = op_name.group(1) if op_name else ""
         phase = "backward" if "transpose(jvp" in where else "forward" if "jvp(" in where else "rest"
@@ -112,6 +116,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="small", choices=sorted(CONFIGS))
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--top", type=int, default=12, help="list the slowest instructions")
     args = parser.parse_args()
     c = CONFIGS[args.config]
     model = GPT(c["vocab"], c["d_model"], c["heads"], c["layers"], c["seq"])
@@ -153,6 +158,10 @@ def main():
             + " | ".join(f"{v:.1f}" for v in row)
             + f" | {sum(row) / traced / 1e3:.0%} |"
         )
+    print(f"\n| the {args.top} slowest instructions | ms | category, phase |\n|---|---:|---|")
+    slowest = sorted((t, n) for n, t in per_op.items() if n in table)[::-1][: args.top]
+    for seconds, name in slowest:
+        print(f"| {name} | {seconds * 1e3:.1f} | {', '.join(table[name])} |")
 
 
 PHASES = ("forward", "backward", "rest")
