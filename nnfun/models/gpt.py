@@ -45,6 +45,25 @@ LLAMA_SETTINGS: dict[str, Any] = {
 }
 
 
+def auto_unroll(num_layers: int, remat: bool, unroll: int | bool | None = None) -> int | bool:
+    """A Stack's ``lax.scan`` unroll: ``unroll`` when given, else every block compiled up to
+    ``AUTO_UNROLL_MAX_LAYERS`` blocks without ``remat``, and a rolled loop (1) beyond."""
+    if unroll is not None:
+        return unroll
+    return True if num_layers <= AUTO_UNROLL_MAX_LAYERS and not remat else 1
+
+
+def block_stack(
+    block: Layer, num_layers: int, stacked: bool, remat: bool, unroll: int | bool | None = None
+) -> Stack | Sequential:
+    """``num_layers`` copies of ``block``: a :class:`nnfun.Stack` (one ``lax.scan`` over
+    stacked params, unrolled as :func:`auto_unroll` says) or, unstacked, a ``Sequential``.
+    GPT, Bert and ViT build their blocks with it."""
+    if stacked:
+        return Stack(num_layers, block, remat=remat, unroll=auto_unroll(num_layers, remat, unroll))
+    return Sequential([block] * num_layers)
+
+
 class GPT(Layer):
     """Decoder-only transformer language model (GPT-2 and Llama families).
 
@@ -166,14 +185,10 @@ class GPT(Layer):
     @property
     def scan_unroll(self) -> int | bool:
         """The ``unroll`` the Stack gets: ``unroll``, or the automatic choice when it is None."""
-        if self.unroll is not None:
-            return self.unroll
-        return True if self.num_layers <= AUTO_UNROLL_MAX_LAYERS and not self.remat else 1
+        return auto_unroll(self.num_layers, self.remat, self.unroll)
 
     def _blocks(self) -> Stack | Sequential:
-        if self.stacked:
-            return Stack(self.num_layers, self.block, remat=self.remat, unroll=self.scan_unroll)
-        return Sequential([self.block] * self.num_layers)
+        return block_stack(self.block, self.num_layers, self.stacked, self.remat, self.unroll)
 
     def _children(self) -> tuple[tuple[str, Layer], ...]:
         table: dict[str, Layer] = {

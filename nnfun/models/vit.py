@@ -27,7 +27,7 @@ from ..layers._dropout import Dropout
 from ..layers._norm import LayerNorm
 from ..layers._position import LearnedPositions
 from ..layers._transformer import TransformerBlock
-from .gpt import AUTO_UNROLL_MAX_LAYERS
+from .gpt import block_stack
 
 
 class ViT(Layer):
@@ -124,16 +124,9 @@ class ViT(Layer):
             mlp_features=self.mlp_features or 4 * self.d_model,
         )
 
-    @property
-    def scan_unroll(self) -> int | bool:
-        """The Stack's ``lax.scan`` unroll: every block compiled up to ``AUTO_UNROLL_MAX_LAYERS``
-        blocks without ``remat`` (as :class:`nnfun.models.GPT` does), a rolled loop beyond."""
-        return True if self.num_layers <= AUTO_UNROLL_MAX_LAYERS and not self.remat else 1
-
     def _blocks(self) -> Stack | Sequential:
-        if self.stacked:
-            return Stack(self.num_layers, self.block, remat=self.remat, unroll=self.scan_unroll)
-        return Sequential([self.block] * self.num_layers)
+        # Unrolled as GPT's: every block compiled up to 12 blocks without remat.
+        return block_stack(self.block, self.num_layers, self.stacked, self.remat)
 
     def _layers(self) -> dict[str, Layer]:
         patch = (self.patch_size, self.patch_size)
