@@ -96,3 +96,11 @@ def test_example_scores_by_hand():
     s = example.scores(["one two", "three"], ["one too", "three"])
     assert s["cer"] == pytest.approx(1 / 12) and s["wer"] == pytest.approx(1 / 3)
     assert s["accuracy"] == 0.5
+
+
+def test_keyword_task_smoke_run(tmp_path, capsys):
+    args = "--task keyword --train-size 24 --test-size 8 --steps 2 --channels 8 --rnn 8"
+    example.main([*args.split(), "--buckets", "20000", "--cache-dir", str(tmp_path)])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    match = re.match(r"^speech keywords: test accuracy (\d\.\d{3}) \(unseen voices, seed=0, ", last)
+    assert match and 0 <= float(match[1]) <= 1, last
