@@ -8,8 +8,8 @@
 # and the GPT step's peak memory with and without rematerialisation.
 # Every part has a time limit, so the whole run stays under 8 minutes; a part that runs out
 # of time is reported and the next one starts. --quick: a smoke run (a few tests, the GPT
-# and data-parallel scripts at tiny sizes; not the overhead and CNN scripts, which run
-# unchanged in `make bench`), what the test suite runs on CPU to keep this script working;
+# and data-parallel scripts at tiny sizes, without PyTorch; not the overhead and CNN
+# scripts, which run unchanged in `make bench`), what the test suite runs on CPU to keep this script working;
 # its limits are generous, for CI machines shared with other work.
 # ACCELERATOR_REPORT=file also writes the output there.
 set -uo pipefail
@@ -72,7 +72,7 @@ if [ $QUICK = 1 ]; then
         tests/test_precision.py::test_dense_in_bfloat16_matches_numpy_reference \
         tests/test_parallel.py::test_data_parallel_step_on_one_device_equals_plain_jit
     part "GPT step (tiny, a smoke run)" 300 "$PY" benchmarks/gpt_step.py --configs tiny \
-        --rounds 1 --steps 1 --host-memory this
+        --rounds 1 --steps 1 --host-memory this --no-torch
     part "data parallel" 300 "$PY" benchmarks/data_parallel.py --device-counts 1 --rounds 1 \
         --inner 2 --batch 64
 else

@@ -268,7 +268,7 @@ def make_torch(torch, c, batch, bf16=False):
     return run
 
 
-def contenders(c, batch, steps, bf16):
+def contenders(c, batch, steps, bf16, torch_rows=True):
     """``{name: (run, gemm key)}`` and ``{gemm key: GEMM-bound timer}``."""
     raw, raw_counts = make_raw(c, batch)
     nnfun, counts = make_nnfun(c, batch)
@@ -309,6 +309,8 @@ def contenders(c, batch, steps, bf16):
         gemms["XLA bfloat16, nnfun's products"] = XlaGemms(counts)
         gemms["bfloat16"] = XlaGemms(square(SQUARE, "bfloat16"))
     try:
+        if not torch_rows:
+            raise ImportError("--no-torch")
         import torch
     except ImportError:
         return runs, gemms, raw_counts
@@ -325,7 +327,7 @@ def contenders(c, batch, steps, bf16):
     return runs, gemms, raw_counts
 
 
-def bench(c, rounds: int, steps: int, bf16: bool):
+def bench(c, rounds: int, steps: int, bf16: bool, torch_rows: bool = True):
     """Per contender: lists over rounds of (wall ms, CPU ms) per step; per GEMM bound: list of
     ms; the model FLOPs of one step; page faults per step."""
     rng = np.random.default_rng(0)
@@ -333,7 +335,7 @@ def bench(c, rounds: int, steps: int, bf16: bool):
         k: jnp.asarray(rng.integers(0, c["vocab"], (c["batch"], c["seq"]), dtype=np.int32))
         for k in "xy"
     }
-    runs, gemms, model_counts = contenders(c, batch, steps, bf16)
+    runs, gemms, model_counts = contenders(c, batch, steps, bf16, torch_rows)
     for run, _ in runs.values():
         run(steps)  # compile and warm up
     for gemm in gemms.values():
@@ -366,8 +368,8 @@ def sheet_peak() -> float | None:
     return known[0] * 1e12 if known else None
 
 
-def report(name, c, rounds, steps, bf16):
-    times, keys, bounds, model_flops, faults = bench(c, rounds, steps, bf16)
+def report(name, c, rounds, steps, bf16, torch_rows=True):
+    times, keys, bounds, model_flops, faults = bench(c, rounds, steps, bf16, torch_rows)
     print(f"\n### {name}: {c}; {faults:.0f} page faults per step", flush=True)
     print(
         f"model FLOPs per step (the naive step's products): {model_flops / 1e9:.2f} G. "
@@ -413,6 +415,7 @@ def main():
     parser.add_argument("--steps", type=int, default=5, help="steps per contender per round")
     parser.add_argument("--configs", nargs="*", choices=sorted(CONFIGS), help="which sizes")
     parser.add_argument("--no-bf16", action="store_true", help="skip the bfloat16 rows")
+    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch rows")
     parser.add_argument(
         "--host-memory",
         choices=("both", "this"),
@@ -442,7 +445,7 @@ def main():
         f"{rounds} rounds x {steps} steps)"
     )
     for name in names:
-        report(name, CONFIGS[name], rounds, steps, bf16=not args.no_bf16)
+        report(name, CONFIGS[name], rounds, steps, not args.no_bf16, not args.no_torch)
 
 
 if __name__ == "__main__":
