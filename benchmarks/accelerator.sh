@@ -45,19 +45,20 @@ part() {
 }
 
 echo "# nnfun on an accelerator: $(date -u +%Y-%m-%dT%H:%MZ)"
-"$PY" - <<'PYEOF'
+read -r BACKEND DEVICES < <("$PY" - <<'PYEOF'
 import platform
+import sys
 import jax
 devices = jax.devices()
 print(f"jax {jax.__version__}, backend {jax.default_backend()}, {len(devices)} device(s): "
-      f"{devices[0].device_kind}; host {platform.processor() or platform.machine()}")
+      f"{devices[0].device_kind}; host {platform.processor() or platform.machine()}",
+      file=sys.stderr)
+print(jax.default_backend(), jax.local_device_count())
 PYEOF
+)
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 grep -m1 'model name' /proc/cpuinfo 2>/dev/null
-
-BACKEND=$("$PY" -c "import jax; print(jax.default_backend())")
-DEVICES=$("$PY" -c "import jax; print(jax.local_device_count())")
-if [ "$BACKEND" = cpu ]; then COUNTS=1,2; else COUNTS=$DEVICES; fi
+if [ "$BACKEND" = cpu ]; then COUNTS=1,2,4,8; else COUNTS=$DEVICES; fi
 
 # Tests compare with float64 NumPy references: full float32 products on GPUs (no TF32),
 # and no preallocation, so the test processes can share the device.
