@@ -220,3 +220,27 @@ def test_bad_audio_and_settings_raise_clear_errors(audio):
         )
     with pytest.raises(nf.LayerError, match="MelSpectrogram"):
         nf.UtteranceNorm().apply({}, {}, jnp.ones((2, 7)))
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        nf.Spectrogram(n_fft=64, hop_length=32, power=1.0),
+        nf.MelSpectrogram(n_fft=64, hop_length=32, sample_rate=8000, n_mels=8),
+        nf.MFCC(n_fft=64, hop_length=32, sample_rate=8000, n_mels=8, n_mfcc=4),
+    ],
+    ids=["spectrogram", "mel", "mfcc"],
+)
+def test_spectral_layers_conform(layer):
+    from nnfun.testing import check_layer
+
+    audio = jax.random.normal(jax.random.key(1), (2, 256)) * 0.3
+    check_layer(layer, audio, bfloat16=False)  # XLA's FFT takes float32/64, not bfloat16
+
+
+def test_frame_layers_conform():
+    from nnfun.testing import check_layer
+
+    x = jax.random.normal(jax.random.key(2), (2, 6, 4))
+    check_layer(nf.UtteranceNorm(), {"inputs": x, "lengths": jnp.array([6, 3])}, bfloat16=False)
+    check_layer(nf.SpecAugment(1, 2, 1, 2), x, train=True, gradients=False, bfloat16=False)

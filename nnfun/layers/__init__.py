@@ -18,9 +18,9 @@ kernels are ``(in, out)``.
 from ._attention import MultiHeadAttention as MultiHeadAttention
 from ._audio import MFCC as MFCC
 from ._audio import MelSpectrogram as MelSpectrogram
-from ._audio import SpecAugment as SpecAugment
 from ._audio import Spectrogram as Spectrogram
-from ._audio import UtteranceNorm as UtteranceNorm
+from ._audio_frames import SpecAugment as SpecAugment
+from ._audio_frames import UtteranceNorm as UtteranceNorm
 from ._batchnorm import BatchNorm as BatchNorm
 from ._conv import Conv as Conv
 from ._conv import ConvTranspose as ConvTranspose
