@@ -61,7 +61,7 @@ def speech_decode(ids: Any) -> str:
     )
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # arrays: compare fields yourself
 class Utterances:
     """Utterances of one split, audio stored flat (``samples[offsets[i]:offsets[i + 1]]``).
 
