@@ -1,4 +1,4 @@
-# Run: .venv/bin/python benchmarks/remat_memory.py [--quick]
+# Run: .venv/bin/python benchmarks/remat_memory.py [--quick] [--gpt-only]
 """Peak memory and time of a deep model's gradient step, with and without rematerialisation.
 
 The model is ``depth`` pre-norm residual MLP blocks (LayerNorm, Dense 4w, GELU,
@@ -222,13 +222,17 @@ def gpt_table(c, stats):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one small depth, few repeats")
+    parser.add_argument(
+        "--gpt-only", action="store_true", help="only the GPT table, at the backend's size"
+    )
     args = parser.parse_args()
     depths, rounds, inner = ((4,), 3, 2) if args.quick else ((16, 48), 7, 5)
     print(f"jax {jax.__version__}, backend {jax.default_backend()}, {jax.device_count()} device(s)")
-    for depth in depths:
+    for depth in () if args.gpt_only else depths:
         print(table(depth, *measure(depth, rounds, inner)))
     accelerator = jax.default_backend() != "cpu"
-    c = GPT_SIZES["quick" if args.quick else "accelerator" if accelerator else "cpu"]
+    size = "accelerator" if accelerator else "cpu"
+    c = GPT_SIZES["quick" if args.quick and not args.gpt_only else size]
     print(gpt_table(c, gpt_memory(c)))
 
 
